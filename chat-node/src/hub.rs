@@ -1,0 +1,155 @@
+//! The chat operations a session performs — send, join, leave, typing,
+//! replay — composed from the store (seq, dedupe, history), the fanout
+//! transport and the local room registry.
+//!
+//! The send path is ordered for durability: the store commits the message
+//! (and, in cluster mode, makes it durable) before anyone sees it; only then
+//! is it fanned out and acknowledged.
+
+use std::sync::Arc;
+
+use realchat_protocol::{ChatMessage, PresenceState, ServerFrame};
+
+use crate::dedupe::Acked;
+use crate::fanout::{Fanout, FanoutError};
+use crate::history::Replay;
+use crate::metrics::Metrics;
+use crate::outbound::Outbox;
+use crate::rooms::{Delivery, LocalRooms, SessionId};
+use crate::store::{Committed, Draft, Store, StoreError};
+
+/// A send that failed; the message was not stored or not acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a session needs to answer a join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinInfo {
+    pub last_seq: u64,
+    pub members: Vec<String>,
+}
+
+pub struct Hub {
+    store: Store,
+    fanout: Fanout,
+    rooms: Arc<LocalRooms>,
+    metrics: Arc<Metrics>,
+}
+
+impl Hub {
+    pub fn new(store: Store, fanout: Fanout, rooms: Arc<LocalRooms>, metrics: Arc<Metrics>) -> Hub {
+        Hub {
+            store,
+            fanout,
+            rooms,
+            metrics,
+        }
+    }
+
+    /// Stores and fans out a message; returns the ack for the sender. The
+    /// sending session gets the ack instead of a copy of its own message.
+    pub async fn send(&self, draft: Draft, sender: SessionId) -> Result<Acked, SendError> {
+        match self.store.commit(draft).await? {
+            Committed::Duplicate(acked) => Ok(acked),
+            Committed::New(message) => {
+                let acked = Acked {
+                    room: message.room.clone(),
+                    seq: message.seq,
+                    id: message.id.to_string(),
+                };
+                self.metrics.messages_received.inc();
+                let room = message.room.clone();
+                // The message is stored: a fanout failure delays live
+                // delivery (members catch up by replay) but does not unsend.
+                self.publish(&room, &ServerFrame::Message(message), Some(sender)).await;
+                Ok(acked)
+            }
+        }
+    }
+
+    /// Adds the session to the room and announces the user if it is new
+    /// there.
+    pub async fn join(
+        &self,
+        room: &str,
+        session: SessionId,
+        user: Arc<str>,
+        outbox: Outbox,
+    ) -> Result<JoinInfo, StoreError> {
+        let joined = self.rooms.join(room, session, user.clone(), outbox);
+        if joined.first_on_node {
+            self.metrics.rooms.set(self.rooms.room_count() as i64);
+        }
+        let last_seq = match self.store.last_seq(room).await {
+            Ok(seq) => seq,
+            Err(err) => {
+                self.rooms.leave(room, session);
+                return Err(err);
+            }
+        };
+        if joined.first_for_user {
+            let frame = ServerFrame::Presence {
+                room: room.to_owned(),
+                user: user.to_string(),
+                state: PresenceState::Joined,
+            };
+            self.publish(room, &frame, Some(session)).await;
+        }
+        Ok(JoinInfo {
+            last_seq,
+            members: self.rooms.users(room).into_iter().collect(),
+        })
+    }
+
+    /// Removes the session from the room; announces the user's departure
+    /// when it was their last session there. Returns false if the session
+    /// was not a member.
+    pub async fn leave(&self, room: &str, session: SessionId, user: &str) -> bool {
+        let Some(left) = self.rooms.leave(room, session) else {
+            return false;
+        };
+        if left.last_on_node {
+            self.metrics.rooms.set(self.rooms.room_count() as i64);
+        }
+        if left.last_for_user {
+            let frame = ServerFrame::Presence {
+                room: room.to_owned(),
+                user: user.to_owned(),
+                state: PresenceState::Left,
+            };
+            self.publish(room, &frame, Some(session)).await;
+        }
+        true
+    }
+
+    pub async fn typing(&self, room: &str, session: SessionId, user: &str) {
+        let frame = ServerFrame::Typing {
+            room: room.to_owned(),
+            user: user.to_owned(),
+        };
+        self.publish(room, &frame, Some(session)).await;
+    }
+
+    pub async fn replay(&self, room: &str, since: u64) -> Result<Replay, StoreError> {
+        self.store.replay(room, since).await
+    }
+
+    async fn publish(&self, room: &str, frame: &ServerFrame, skip: Option<SessionId>) {
+        match self.fanout.publish(room, frame, skip).await {
+            Ok(delivery) => self.count(frame, delivery),
+            Err(FanoutError::Unavailable(why)) => {
+                tracing::warn!(room, %why, "live fanout failed; members will catch up by replay");
+            }
+        }
+    }
+
+    fn count(&self, frame: &ServerFrame, delivery: Delivery) {
+        // Overflowed sessions are counted once, when they close (session.rs).
+        if matches!(frame, ServerFrame::Message(ChatMessage { .. })) {
+            self.metrics.messages_delivered.inc_by(delivery.delivered);
+        }
+    }
+}
