@@ -86,6 +86,11 @@ pub struct Config {
     #[arg(long, env = "OUTBOUND_QUEUE", default_value_t = 1024)]
     pub outbound_queue: usize,
 
+    /// Seconds between readiness turning false on SIGTERM and closing sessions,
+    /// so that load balancers stop routing new connections here first.
+    #[arg(long, env = "DRAIN_DELAY_SECS", default_value_t = 0)]
+    pub drain_delay_secs: u64,
+
     /// Seconds to drain on SIGTERM before exiting.
     #[arg(long, env = "DRAIN_TIMEOUT_SECS", default_value_t = 25)]
     pub drain_timeout_secs: u64,

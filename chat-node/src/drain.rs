@@ -12,20 +12,35 @@ use tokio_util::task::task_tracker::TrackedFuture;
 
 #[derive(Clone, Default)]
 pub struct Drain {
+    /// Readiness is false and new sessions are refused.
+    refusing: CancellationToken,
+    /// Open sessions are being closed.
     started: CancellationToken,
     sessions: TaskTracker,
 }
 
 impl Drain {
+    /// True once SIGTERM arrived: readiness is false, /ws answers 503.
     pub fn is_draining(&self) -> bool {
-        self.started.is_cancelled()
+        self.refusing.is_cancelled()
     }
 
+    /// First step: stop taking new sessions (existing ones carry on).
+    pub fn refuse_new(&self) {
+        self.refusing.cancel();
+    }
+
+    pub async fn refusing(&self) {
+        self.refusing.cancelled().await
+    }
+
+    /// Second step: close the open sessions.
     pub fn start(&self) {
+        self.refuse_new();
         self.started.cancel();
     }
 
-    /// Resolves once draining has started.
+    /// Resolves once sessions are being closed.
     pub async fn started(&self) {
         self.started.cancelled().await
     }

@@ -98,15 +98,19 @@ pub async fn serve(
     ));
     let drain = state.drain.clone();
     let drain_timeout = config.drain_timeout();
+    let drain_delay = Duration::from_secs(config.drain_delay_secs);
     let graceful = {
         let drain = drain.clone();
         async move {
             shutdown.await;
             tracing::info!(
                 sessions = drain.open_sessions(),
+                delay_secs = drain_delay.as_secs(),
                 timeout_secs = drain_timeout.as_secs(),
-                "draining: readiness is false, sessions are closed with 1012"
+                "draining: readiness is false and new connections are refused; sessions will close with 1012"
             );
+            drain.refuse_new();
+            tokio::time::sleep(drain_delay).await;
             drain.start();
             if drain.wait_for_sessions(drain_timeout).await {
                 tracing::info!("drain complete");
@@ -120,8 +124,8 @@ pub async fn serve(
     // Idle keep-alive HTTP connections must not hold the process past the
     // drain timeout.
     let deadline = async {
-        drain.started().await;
-        tokio::time::sleep(drain_timeout + Duration::from_secs(2)).await;
+        drain.refusing().await;
+        tokio::time::sleep(drain_delay + drain_timeout + Duration::from_secs(2)).await;
     };
     tokio::select! {
         result = server => result.context("HTTP server failed")?,
