@@ -37,12 +37,24 @@ pub struct Closer {
     reason: Arc<Mutex<Option<(u16, String)>>>,
 }
 
+/// A close frame's reason may hold at most 123 bytes (RFC 6455 5.5.1); a
+/// longer one would make the close itself fail.
+const MAX_CLOSE_REASON: usize = 123;
+
 impl Closer {
     pub fn close(&self, code: u16, reason: impl Into<String>) {
         if let Ok(mut slot) = self.reason.lock()
             && slot.is_none()
         {
-            *slot = Some((code, reason.into()));
+            let mut reason = reason.into();
+            if reason.len() > MAX_CLOSE_REASON {
+                let mut end = MAX_CLOSE_REASON;
+                while !reason.is_char_boundary(end) {
+                    end -= 1;
+                }
+                reason.truncate(end);
+            }
+            *slot = Some((code, reason));
         }
         self.token.cancel();
     }
@@ -192,6 +204,15 @@ mod tests {
         closer.close(close_code::RESTART, "draining");
         closer.close(close_code::TOO_SLOW, "late");
         assert_eq!(closer.reason(), Some((close_code::RESTART, "draining".to_owned())));
+    }
+
+    #[test]
+    fn close_reasons_fit_in_a_close_frame() {
+        let closer = Closer::default();
+        closer.close(close_code::UNAUTHORIZED, "é".repeat(100));
+        let (_, reason) = closer.reason().unwrap();
+        assert!(reason.len() <= MAX_CLOSE_REASON);
+        assert!(reason.len() >= MAX_CLOSE_REASON - 1);
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -83,7 +84,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 async fn upgrade(
     State(state): State<Arc<AppState>>,
     Query(params): Query<ConnectParams>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     if state.drain.is_draining() {
         return (
@@ -92,6 +93,10 @@ async fn upgrade(
         )
             .into_response();
     }
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
     // Frames up to twice the limit are read and refused with a clear 1009;
     // larger ones are cut off by the WebSocket layer (also answered by 1009).
     let read_limit = state.limits.max_frame_bytes.saturating_mul(2);
