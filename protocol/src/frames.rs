@@ -233,6 +233,26 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, for documentation checks and dashboards.
+    pub const ALL: [ErrorCode; 16] = [
+        ErrorCode::InvalidJson,
+        ErrorCode::UnknownType,
+        ErrorCode::InvalidFrame,
+        ErrorCode::BinaryNotSupported,
+        ErrorCode::InvalidRoom,
+        ErrorCode::EmptyBody,
+        ErrorCode::BodyTooLarge,
+        ErrorCode::InvalidClientId,
+        ErrorCode::NotJoined,
+        ErrorCode::ForbiddenRoom,
+        ErrorCode::TooManyRooms,
+        ErrorCode::RateLimited,
+        ErrorCode::AlreadyAuthenticated,
+        ErrorCode::NotSent,
+        ErrorCode::HistoryUnavailable,
+        ErrorCode::Internal,
+    ];
+
     /// The code as it appears on the wire (also used as a metrics label).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -357,13 +377,7 @@ mod tests {
 
     #[test]
     fn error_code_strings_match_serde() {
-        for code in [
-            ErrorCode::InvalidJson,
-            ErrorCode::UnknownType,
-            ErrorCode::BodyTooLarge,
-            ErrorCode::NotSent,
-            ErrorCode::HistoryUnavailable,
-        ] {
+        for code in ErrorCode::ALL {
             assert_eq!(
                 serde_json::to_value(code).unwrap(),
                 serde_json::Value::String(code.as_str().into())
