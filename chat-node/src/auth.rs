@@ -82,7 +82,10 @@ impl Authenticator {
         if secret.is_empty() {
             return Err(KeyError::EmptySecret);
         }
-        Ok(Authenticator::jwt(DecodingKey::from_secret(secret), Algorithm::HS256))
+        Ok(Authenticator::jwt(
+            DecodingKey::from_secret(secret),
+            Algorithm::HS256,
+        ))
     }
 
     pub fn rs256(public_key_pem: &[u8]) -> Result<Authenticator, KeyError> {
@@ -109,21 +112,29 @@ impl Authenticator {
     /// Checks a token and returns who it names.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         let Authenticator::Jwt { key, validation } = self else {
-            return Err(AuthError::Invalid("authentication is disabled on this node".into()));
+            return Err(AuthError::Invalid(
+                "authentication is disabled on this node".into(),
+            ));
         };
         let expected = match validation.algorithms.first() {
             Some(Algorithm::RS256) => "RS256",
             _ => "HS256",
         };
-        let data = jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|err| match err.kind() {
-            ErrorKind::ExpiredSignature => AuthError::Expired,
-            ErrorKind::InvalidSignature => AuthError::BadSignature,
-            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => AuthError::WrongAlgorithm(expected),
-            ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
-                AuthError::Malformed(err.to_string())
-            }
-            _ => AuthError::Invalid(err.to_string()),
-        })?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|err| {
+                match err.kind() {
+                    ErrorKind::ExpiredSignature => AuthError::Expired,
+                    ErrorKind::InvalidSignature => AuthError::BadSignature,
+                    ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                        AuthError::WrongAlgorithm(expected)
+                    }
+                    ErrorKind::InvalidToken
+                    | ErrorKind::Base64(_)
+                    | ErrorKind::Json(_)
+                    | ErrorKind::Utf8(_) => AuthError::Malformed(err.to_string()),
+                    _ => AuthError::Invalid(err.to_string()),
+                }
+            })?;
         let claims = data.claims;
         if claims.sub.trim().is_empty() {
             return Err(AuthError::Invalid("`sub` is empty".into()));
@@ -191,7 +202,12 @@ mod tests {
     }
 
     fn token(secret: &[u8], claims: serde_json::Value) -> String {
-        encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret)).unwrap()
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -209,7 +225,10 @@ mod tests {
     #[test]
     fn accepts_a_valid_token_with_rooms() {
         let auth = Authenticator::hs256(b"secret").unwrap();
-        let t = token(b"secret", json!({"sub": "ann", "exp": now() + 60, "rooms": ["team-*"]}));
+        let t = token(
+            b"secret",
+            json!({"sub": "ann", "exp": now() + 60, "rooms": ["team-*"]}),
+        );
         let id = auth.verify(&t).unwrap();
         assert_eq!(id.user, "ann");
         assert!(id.rooms.allows("team-a"));
@@ -229,7 +248,10 @@ mod tests {
             base64_url(&format!(r#"{{"sub":"ann","exp":{}}}"#, now() + 60))
         );
         assert!(auth.verify(&unsigned).is_err());
-        assert!(matches!(auth.verify("garbage"), Err(AuthError::Malformed(_))));
+        assert!(matches!(
+            auth.verify("garbage"),
+            Err(AuthError::Malformed(_))
+        ));
         let no_exp = token(b"secret", json!({"sub": "ann"}));
         assert!(auth.verify(&no_exp).is_err());
     }
@@ -247,7 +269,10 @@ mod tests {
         let bytes = s.as_bytes();
         let mut out = String::new();
         for chunk in bytes.chunks(3) {
-            let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
             for i in 0..=chunk.len() {
                 out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
             }

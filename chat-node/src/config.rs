@@ -39,7 +39,11 @@ pub struct Config {
     pub jwt_hs256_secret: Option<String>,
 
     /// RS256 public key (PEM) for JWT authentication.
-    #[arg(long, env = "JWT_RS256_PUBLIC_KEY", conflicts_with = "jwt_rs256_public_key_file")]
+    #[arg(
+        long,
+        env = "JWT_RS256_PUBLIC_KEY",
+        conflicts_with = "jwt_rs256_public_key_file"
+    )]
     pub jwt_rs256_public_key: Option<String>,
 
     /// File holding the RS256 public key (PEM) for JWT authentication.
@@ -114,7 +118,9 @@ impl Config {
             std::env::var("HOSTNAME")
                 .ok()
                 .filter(|h| !h.is_empty())
-                .unwrap_or_else(|| format!("node-{}", &uuid::Uuid::now_v7().simple().to_string()[24..]))
+                .unwrap_or_else(|| {
+                    format!("node-{}", &uuid::Uuid::now_v7().simple().to_string()[24..])
+                })
         })
     }
 }

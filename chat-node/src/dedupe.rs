@@ -34,7 +34,9 @@ impl DedupeWindow {
     /// The ack of an earlier send with this key, if still in the window.
     pub fn get(&mut self, user: &str, client_id: &str, now: Instant) -> Option<Acked> {
         self.expire(now);
-        self.acks.get(&(user.to_owned(), client_id.to_owned())).cloned()
+        self.acks
+            .get(&(user.to_owned(), client_id.to_owned()))
+            .cloned()
     }
 
     /// Records the ack of a new message.
@@ -82,7 +84,10 @@ mod tests {
         let start = Instant::now();
         let mut window = DedupeWindow::new(Duration::from_secs(300));
         window.insert("ann", "c1", acked(1), start);
-        assert_eq!(window.get("ann", "c1", start + Duration::from_secs(299)), Some(acked(1)));
+        assert_eq!(
+            window.get("ann", "c1", start + Duration::from_secs(299)),
+            Some(acked(1))
+        );
         assert_eq!(window.get("bob", "c1", start), None, "keys are per user");
         assert_eq!(window.get("ann", "c2", start), None);
     }
@@ -93,10 +98,21 @@ mod tests {
         let mut window = DedupeWindow::new(Duration::from_secs(300));
         window.insert("ann", "c1", acked(1), start);
         window.insert("ann", "c2", acked(2), start + Duration::from_secs(100));
-        assert_eq!(window.get("ann", "c1", start + Duration::from_secs(300)), None);
+        assert_eq!(
+            window.get("ann", "c1", start + Duration::from_secs(300)),
+            None
+        );
         assert_eq!(window.len(), 1);
-        assert!(window.get("ann", "c2", start + Duration::from_secs(399)).is_some());
-        assert!(window.get("ann", "c2", start + Duration::from_secs(400)).is_none());
+        assert!(
+            window
+                .get("ann", "c2", start + Duration::from_secs(399))
+                .is_some()
+        );
+        assert!(
+            window
+                .get("ann", "c2", start + Duration::from_secs(400))
+                .is_none()
+        );
         assert!(window.is_empty());
     }
 }

@@ -57,7 +57,9 @@ impl Drain {
     /// Waits for every session to end; false if `timeout` passed first.
     pub async fn wait_for_sessions(&self, timeout: Duration) -> bool {
         self.sessions.close();
-        tokio::time::timeout(timeout, self.sessions.wait()).await.is_ok()
+        tokio::time::timeout(timeout, self.sessions.wait())
+            .await
+            .is_ok()
     }
 }
 

@@ -64,7 +64,8 @@ impl Hub {
                 let room = message.room.clone();
                 // The message is stored: a fanout failure delays live
                 // delivery (members catch up by replay) but does not unsend.
-                self.publish(&room, &ServerFrame::Message(message), Some(sender)).await;
+                self.publish(&room, &ServerFrame::Message(message), Some(sender))
+                    .await;
                 Ok(acked)
             }
         }

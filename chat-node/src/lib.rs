@@ -49,7 +49,8 @@ pub fn authenticator(config: &Config) -> anyhow::Result<Authenticator> {
     if let Some(path) = &config.jwt_rs256_public_key_file {
         let pem = std::fs::read(path)
             .with_context(|| format!("reading JWT_RS256_PUBLIC_KEY_FILE {}", path.display()))?;
-        return Authenticator::rs256(&pem).with_context(|| format!("JWT key in {}", path.display()));
+        return Authenticator::rs256(&pem)
+            .with_context(|| format!("JWT key in {}", path.display()));
     }
     Ok(Authenticator::Disabled)
 }
@@ -79,7 +80,12 @@ pub async fn serve(
         config.history_per_room,
         Duration::from_secs(config.dedupe_window_secs),
     ));
-    let hub = Hub::new(store, Fanout::InProcess(rooms.clone()), rooms, metrics.clone());
+    let hub = Hub::new(
+        store,
+        Fanout::InProcess(rooms.clone()),
+        rooms,
+        metrics.clone(),
+    );
     let settings = SessionSettings {
         outbound_queue: config.outbound_queue,
         max_rooms_per_connection: config.max_rooms_per_connection,
@@ -115,7 +121,10 @@ pub async fn serve(
             if drain.wait_for_sessions(drain_timeout).await {
                 tracing::info!("drain complete");
             } else {
-                tracing::warn!(sessions = drain.open_sessions(), "drain timed out; closing anyway");
+                tracing::warn!(
+                    sessions = drain.open_sessions(),
+                    "drain timed out; closing anyway"
+                );
             }
         }
     };

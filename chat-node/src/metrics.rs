@@ -47,7 +47,11 @@ impl Metrics {
         let rejected = Family::<ReasonLabel, Counter>::default();
         let slow_client_disconnects = Counter::default();
         let auth_failures = Counter::default();
-        registry.register("connections", "Open WebSocket sessions", connections.clone());
+        registry.register(
+            "connections",
+            "Open WebSocket sessions",
+            connections.clone(),
+        );
         registry.register("rooms", "Rooms with members on this node", rooms.clone());
         registry.register(
             "messages_received",
@@ -119,7 +123,10 @@ mod tests {
         metrics.send_ack_seconds.observe(0.002);
         let text = metrics.render();
         assert!(text.contains("chat_connections 1"), "{text}");
-        assert!(text.contains(r#"chat_rejected_total{reason="rate_limited"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"chat_rejected_total{reason="rate_limited"} 1"#),
+            "{text}"
+        );
         assert!(text.contains("chat_send_ack_seconds_count 1"), "{text}");
         assert!(text.ends_with("# EOF\n"));
     }

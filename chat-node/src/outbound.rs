@@ -101,7 +101,8 @@ impl Outbox {
         match self.tx.try_send(frame) {
             Ok(()) => Queued::Yes,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.closer.close(close_code::TOO_SLOW, "too slow: outbound queue full");
+                self.closer
+                    .close(close_code::TOO_SLOW, "too slow: outbound queue full");
                 Queued::Overflowed
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Queued::Closed,
@@ -203,7 +204,10 @@ mod tests {
         let closer = Closer::default();
         closer.close(close_code::RESTART, "draining");
         closer.close(close_code::TOO_SLOW, "late");
-        assert_eq!(closer.reason(), Some((close_code::RESTART, "draining".to_owned())));
+        assert_eq!(
+            closer.reason(),
+            Some((close_code::RESTART, "draining".to_owned()))
+        );
     }
 
     #[test]

@@ -136,8 +136,14 @@ mod tests {
         assert!(j.first_on_node && j.first_for_user && j.new_session);
         let j = rooms.join("r", 2, "ann".into(), b);
         assert!(!j.first_on_node && !j.first_for_user);
-        assert!(!rooms.join("r", 1, "ann".into(), a).new_session, "joining twice is a no-op");
-        assert_eq!(rooms.users("r").into_iter().collect::<Vec<_>>(), vec!["ann"]);
+        assert!(
+            !rooms.join("r", 1, "ann".into(), a).new_session,
+            "joining twice is a no-op"
+        );
+        assert_eq!(
+            rooms.users("r").into_iter().collect::<Vec<_>>(),
+            vec!["ann"]
+        );
         let l = rooms.leave("r", 1).unwrap();
         assert!(!l.last_for_user && !l.last_on_node);
         let l = rooms.leave("r", 2).unwrap();

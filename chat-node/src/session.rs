@@ -57,7 +57,10 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, params: ConnectParams)
         }
     }
 
-    if closer.reason().is_some_and(|(code, _)| code == close_code::TOO_SLOW) {
+    if closer
+        .reason()
+        .is_some_and(|(code, _)| code == close_code::TOO_SLOW)
+    {
         tracing::info!(session = id, "client too slow: disconnected with 4002");
         state.metrics.slow_client_disconnects.inc();
     }
@@ -119,7 +122,13 @@ struct Session {
 }
 
 impl Session {
-    fn new(id: SessionId, identity: Identity, outbox: Outbox, closer: Closer, state: Arc<AppState>) -> Session {
+    fn new(
+        id: SessionId,
+        identity: Identity,
+        outbox: Outbox,
+        closer: Closer,
+        state: Arc<AppState>,
+    ) -> Session {
         let settings = &state.settings;
         let send_budget = TokenBucket::new(
             settings.send_rate,
@@ -255,8 +264,11 @@ impl Session {
             .join(&room, self.id, self.user.clone(), self.outbox.clone())
             .await
             .map_err(|err| {
-                FrameError::new(ErrorCode::HistoryUnavailable, format!("could not join: {err}"))
-                    .with_ref(Some(room.clone()))
+                FrameError::new(
+                    ErrorCode::HistoryUnavailable,
+                    format!("could not join: {err}"),
+                )
+                .with_ref(Some(room.clone()))
             })?;
         self.rooms.insert(room.clone());
         self.reply(&ServerFrame::Joined {
@@ -269,8 +281,11 @@ impl Session {
             return Ok(());
         };
         let replay = hub.replay(&room, since).await.map_err(|err| {
-            FrameError::new(ErrorCode::HistoryUnavailable, format!("could not replay: {err}"))
-                .with_ref(Some(room.clone()))
+            FrameError::new(
+                ErrorCode::HistoryUnavailable,
+                format!("could not replay: {err}"),
+            )
+            .with_ref(Some(room.clone()))
         })?;
         let from = replay.messages.first().map_or(since + 1, |m| m.seq);
         let to = replay.messages.last().map_or(since, |m| m.seq);
@@ -297,7 +312,12 @@ impl Session {
         Ok(())
     }
 
-    async fn send(&mut self, room: String, client_id: String, body: String) -> Result<(), FrameError> {
+    async fn send(
+        &mut self,
+        room: String,
+        client_id: String,
+        body: String,
+    ) -> Result<(), FrameError> {
         let started = Instant::now();
         match self.send_budget.check(started) {
             Verdict::Allow => {}
@@ -314,7 +334,8 @@ impl Session {
             }
             Verdict::Disconnect => {
                 self.state.metrics.reject("rate_limit_abuse");
-                self.closer.close(close_code::POLICY, "send rate limit exceeded repeatedly");
+                self.closer
+                    .close(close_code::POLICY, "send rate limit exceeded repeatedly");
                 return Ok(());
             }
         }

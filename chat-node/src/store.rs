@@ -112,7 +112,9 @@ impl MemoryStore {
             seq: message.seq,
             id: message.id.to_string(),
         };
-        state.dedupe.insert(&draft.user, &draft.client_id, acked, now);
+        state
+            .dedupe
+            .insert(&draft.user, &draft.client_id, acked, now);
         Committed::New(message)
     }
 
@@ -179,6 +181,8 @@ mod tests {
         let now = Instant::now();
         store.commit(draft("a", "ann", "c1"), now);
         let later = now + Duration::from_secs(301);
-        assert!(matches!(store.commit(draft("a", "ann", "c1"), later), Committed::New(m) if m.seq == 2));
+        assert!(
+            matches!(store.commit(draft("a", "ann", "c1"), later), Committed::New(m) if m.seq == 2)
+        );
     }
 }

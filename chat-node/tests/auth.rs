@@ -1,6 +1,9 @@
 //! JWT authentication against a real node: HS256 and RS256 keys, token by
 //! query parameter or first `auth` frame, and every way a token is refused.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -12,11 +15,19 @@ use serde_json::{Value, json};
 const SECRET: &str = "test-secret-with-enough-entropy";
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 fn hs256(secret: &str, claims: Value) -> String {
-    encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
 }
 
 fn node() -> Node {
@@ -32,7 +43,10 @@ async fn expect_refused(node: &Node, query: &str, reason_mentions: &str) {
     match client.until_end(Duration::from_secs(5)).await {
         Ended::Closed(Some((code, reason))) => {
             assert_eq!(code, 4001, "{query}: {reason}");
-            assert!(reason.contains(reason_mentions), "{query}: `{reason}` should mention `{reason_mentions}`");
+            assert!(
+                reason.contains(reason_mentions),
+                "{query}: `{reason}` should mention `{reason_mentions}`"
+            );
         }
         other => panic!("{query}: expected close 4001, got {other:?}"),
     }
@@ -41,14 +55,20 @@ async fn expect_refused(node: &Node, query: &str, reason_mentions: &str) {
 #[tokio::test]
 async fn a_valid_token_names_the_user_and_limits_rooms() {
     let node = node();
-    let token = hs256(SECRET, json!({"sub": "ann", "exp": now() + 600, "rooms": ["team-*"]}));
+    let token = hs256(
+        SECRET,
+        json!({"sub": "ann", "exp": now() + 600, "rooms": ["team-*"]}),
+    );
     let ws = Client::connect_raw(&node.url(&format!("token={token}&name=mallory"))).await;
     let mut ann = Client {
         ws,
         user: "ann".into(),
     };
     let welcome = ann.expect("welcome").await;
-    assert_eq!(welcome["user"], "ann", "the token's sub wins over a chosen name");
+    assert_eq!(
+        welcome["user"], "ann",
+        "the token's sub wins over a chosen name"
+    );
     assert_eq!(welcome["protocol"], 1);
     ann.join("team-eng").await;
     ann.send(json!({"type": "join", "room": "lobby"})).await;
@@ -79,7 +99,10 @@ async fn bad_tokens_are_refused_with_4001() {
     let expired = hs256(SECRET, json!({"sub": "ann", "exp": now() - 3600}));
     expect_refused(&node, &format!("token={expired}"), "expired").await;
 
-    let wrong_key = hs256("some-other-secret", json!({"sub": "ann", "exp": now() + 600}));
+    let wrong_key = hs256(
+        "some-other-secret",
+        json!({"sub": "ann", "exp": now() + 600}),
+    );
     expect_refused(&node, &format!("token={wrong_key}"), "signature").await;
 
     // alg: none, no signature.
@@ -117,15 +140,38 @@ async fn rs256_tokens_are_checked_against_the_public_key() {
     let private = dir.join("private.pem");
     let public = dir.join("public.pem");
     let openssl = |args: &[&str]| {
-        let status = std::process::Command::new("openssl").args(args).status().expect("openssl");
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .status()
+            .expect("openssl");
         assert!(status.success(), "openssl {args:?}");
     };
-    openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", private.to_str().unwrap()]);
-    openssl(&["pkey", "-in", private.to_str().unwrap(), "-pubout", "-out", public.to_str().unwrap()]);
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        private.to_str().unwrap(),
+    ]);
+    openssl(&[
+        "pkey",
+        "-in",
+        private.to_str().unwrap(),
+        "-pubout",
+        "-out",
+        public.to_str().unwrap(),
+    ]);
     let node = Node::start(&["--jwt-rs256-public-key-file", public.to_str().unwrap()]);
 
     let key = EncodingKey::from_rsa_pem(&std::fs::read(&private).unwrap()).unwrap();
-    let token = encode(&Header::new(Algorithm::RS256), &json!({"sub": "ann", "exp": now() + 600}), &key).unwrap();
+    let token = encode(
+        &Header::new(Algorithm::RS256),
+        &json!({"sub": "ann", "exp": now() + 600}),
+        &key,
+    )
+    .unwrap();
     let ws = Client::connect_raw(&node.url(&format!("token={token}"))).await;
     let mut ann = Client {
         ws,

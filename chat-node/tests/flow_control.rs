@@ -1,6 +1,9 @@
 //! Protection of the node and of other users: send rate limits, cutting off
 //! clients that do not read, and the graceful drain on SIGTERM.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};
@@ -10,7 +13,14 @@ use serde_json::json;
 
 #[tokio::test]
 async fn sends_over_the_rate_limit_are_refused_then_abuse_disconnects() {
-    let node = Node::start(&["--send-rate", "5", "--send-burst", "10", "--send-abuse-limit", "20"]);
+    let node = Node::start(&[
+        "--send-rate",
+        "5",
+        "--send-burst",
+        "10",
+        "--send-abuse-limit",
+        "20",
+    ]);
     let mut ann = Client::dev(&node, "ann").await;
     ann.join("r").await;
     // Pipeline 15 sends: 10 fit in the burst, the rest are refused (the
@@ -32,7 +42,10 @@ async fn sends_over_the_rate_limit_are_refused_then_abuse_disconnects() {
             other => panic!("unexpected {other}"),
         }
     }
-    assert!((10..=11).contains(&acks), "burst of 10 (+1 refill at most), got {acks}");
+    assert!(
+        (10..=11).contains(&acks),
+        "burst of 10 (+1 refill at most), got {acks}"
+    );
     assert_eq!(acks + limited, 15);
 
     // Keep hammering: after 20 refusals in a row the node hangs up with 1008.
@@ -89,7 +102,10 @@ async fn a_client_that_does_not_read_is_cut_off_and_the_others_keep_receiving() 
     // The stalled client was disconnected rather than buffered without bound.
     let deadline = Instant::now() + Duration::from_secs(10);
     while common::metric(&node, "chat_slow_client_disconnects_total").await < 1.0 {
-        assert!(Instant::now() < deadline, "the stalled client was never cut off");
+        assert!(
+            Instant::now() < deadline,
+            "the stalled client was never cut off"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Its session ends once the close frame is written or the grace runs out.
@@ -153,5 +169,9 @@ async fn sigterm_drains_refusing_new_connections_and_closing_sessions_with_1012(
     .unwrap()
     .0;
     assert!(status.success(), "node exited with {status}");
-    assert!(started.elapsed() < Duration::from_secs(6), "drain took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "drain took {:?}",
+        started.elapsed()
+    );
 }

@@ -1,6 +1,9 @@
 //! A standalone node over real WebSocket connections: rooms, sequencing,
 //! idempotent retries, replay and every validation rule of the protocol.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;
@@ -23,16 +26,26 @@ async fn members_of_a_room_exchange_messages_in_seq_order_and_others_see_nothing
     let joined = bob.join("lobby").await;
     assert_eq!(joined["members"], json!(["ann", "bob"]));
     let presence = ann.expect("presence").await;
-    assert_eq!(presence, json!({"type": "presence", "room": "lobby", "user": "bob", "state": "joined"}));
+    assert_eq!(
+        presence,
+        json!({"type": "presence", "room": "lobby", "user": "bob", "state": "joined"})
+    );
     cy.join("elsewhere").await;
 
     let mut last_seq = 0;
     for i in 0..5 {
-        let (sender, receiver) = if i % 2 == 0 { (&mut ann, &mut bob) } else { (&mut bob, &mut ann) };
+        let (sender, receiver) = if i % 2 == 0 {
+            (&mut ann, &mut bob)
+        } else {
+            (&mut bob, &mut ann)
+        };
         let body = format!("hello {i}");
         let ack = sender.say("lobby", &format!("c{i}"), &body).await;
         let seq = ack["seq"].as_u64().unwrap();
-        assert!(seq > last_seq, "seq must strictly increase: {seq} after {last_seq}");
+        assert!(
+            seq > last_seq,
+            "seq must strictly increase: {seq} after {last_seq}"
+        );
         last_seq = seq;
         let message = receiver.expect("message").await;
         assert_eq!(message["seq"], seq);
@@ -91,7 +104,8 @@ async fn join_with_since_replays_what_was_missed() {
         ann.say("r", &format!("c{i}"), &format!("m{i}")).await;
     }
     let mut bob = Client::dev(&node, "bob").await;
-    bob.send(json!({"type": "join", "room": "r", "since": 2})).await;
+    bob.send(json!({"type": "join", "room": "r", "since": 2}))
+        .await;
     let joined = bob.expect("joined").await;
     assert_eq!(joined["last_seq"], 5);
     for seq in 3..=5 {
@@ -100,11 +114,15 @@ async fn join_with_since_replays_what_was_missed() {
         assert_eq!(message["body"], format!("m{seq}"));
     }
     let replayed = bob.expect("replayed").await;
-    assert_eq!(replayed, json!({"type": "replayed", "room": "r", "from": 3, "to": 5, "complete": true}));
+    assert_eq!(
+        replayed,
+        json!({"type": "replayed", "room": "r", "from": 3, "to": 5, "complete": true})
+    );
 
     // Nothing missed: an empty, complete replay.
     let mut cy = Client::dev(&node, "cy").await;
-    cy.send(json!({"type": "join", "room": "r", "since": 5})).await;
+    cy.send(json!({"type": "join", "room": "r", "since": 5}))
+        .await;
     cy.expect("joined").await;
     assert_eq!(
         cy.expect("replayed").await,
@@ -121,13 +139,17 @@ async fn replay_older_than_the_buffer_says_incomplete() {
         ann.say("r", &format!("c{i}"), &format!("m{i}")).await;
     }
     let mut bob = Client::dev(&node, "bob").await;
-    bob.send(json!({"type": "join", "room": "r", "since": 1})).await;
+    bob.send(json!({"type": "join", "room": "r", "since": 1}))
+        .await;
     bob.expect("joined").await;
     for seq in 4..=6 {
         assert_eq!(bob.expect("message").await["seq"], seq);
     }
     let replayed = bob.expect("replayed").await;
-    assert_eq!(replayed["complete"], false, "seqs 2 and 3 were evicted: {replayed}");
+    assert_eq!(
+        replayed["complete"], false,
+        "seqs 2 and 3 were evicted: {replayed}"
+    );
 }
 
 /// Sends `frame` and expects an error with `code`; the connection stays
@@ -137,7 +159,10 @@ async fn expect_error(client: &mut Client, frame: String, code: &str, mentions: 
     let error = client.expect("error").await;
     assert_eq!(error["code"], code, "for {frame}: {error}");
     let message = error["message"].as_str().unwrap();
-    assert!(message.contains(mentions), "for {frame}: `{message}` should mention `{mentions}`");
+    assert!(
+        message.contains(mentions),
+        "for {frame}: `{message}` should mention `{mentions}`"
+    );
     client.send(json!({"type": "ping"})).await;
     client.expect("pong").await;
 }
@@ -148,14 +173,56 @@ async fn invalid_frames_get_error_frames_and_the_connection_stays_open() {
     let mut ann = Client::dev(&node, "ann").await;
     ann.join("ok").await;
 
-    expect_error(&mut ann, "{not json".into(), "invalid_json", "not valid JSON").await;
-    expect_error(&mut ann, r#"{"type":"shout"}"#.into(), "unknown_type", "shout").await;
-    expect_error(&mut ann, r#"{"room":"ok"}"#.into(), "invalid_frame", "no `type`").await;
-    expect_error(&mut ann, r#"{"type":"join"}"#.into(), "invalid_frame", "`room`").await;
-    expect_error(&mut ann, r#"{"type":"join","room":""}"#.into(), "invalid_room", "empty").await;
+    expect_error(
+        &mut ann,
+        "{not json".into(),
+        "invalid_json",
+        "not valid JSON",
+    )
+    .await;
+    expect_error(
+        &mut ann,
+        r#"{"type":"shout"}"#.into(),
+        "unknown_type",
+        "shout",
+    )
+    .await;
+    expect_error(
+        &mut ann,
+        r#"{"room":"ok"}"#.into(),
+        "invalid_frame",
+        "no `type`",
+    )
+    .await;
+    expect_error(
+        &mut ann,
+        r#"{"type":"join"}"#.into(),
+        "invalid_frame",
+        "`room`",
+    )
+    .await;
+    expect_error(
+        &mut ann,
+        r#"{"type":"join","room":""}"#.into(),
+        "invalid_room",
+        "empty",
+    )
+    .await;
     let long = "r".repeat(65);
-    expect_error(&mut ann, format!(r#"{{"type":"join","room":"{long}"}}"#), "invalid_room", "65").await;
-    expect_error(&mut ann, r#"{"type":"join","room":"a b"}"#.into(), "invalid_room", "' '").await;
+    expect_error(
+        &mut ann,
+        format!(r#"{{"type":"join","room":"{long}"}}"#),
+        "invalid_room",
+        "65",
+    )
+    .await;
+    expect_error(
+        &mut ann,
+        r#"{"type":"join","room":"a b"}"#.into(),
+        "invalid_room",
+        "' '",
+    )
+    .await;
     let big = "x".repeat(4097);
     let frame = format!(r#"{{"type":"send","room":"ok","client_id":"c1","body":"{big}"}}"#);
     expect_error(&mut ann, frame, "body_too_large", "4097").await;
@@ -165,15 +232,32 @@ async fn invalid_frames_get_error_frames_and_the_connection_stays_open() {
     expect_error(&mut ann, frame.into(), "invalid_client_id", "client_id").await;
     let frame = r#"{"type":"send","room":"nope","client_id":"c3","body":"hi"}"#;
     expect_error(&mut ann, frame.into(), "not_joined", "join it first").await;
-    expect_error(&mut ann, r#"{"type":"leave","room":"nope"}"#.into(), "not_joined", "nope").await;
-    expect_error(&mut ann, r#"{"type":"auth","token":"x"}"#.into(), "already_authenticated", "auth").await;
+    expect_error(
+        &mut ann,
+        r#"{"type":"leave","room":"nope"}"#.into(),
+        "not_joined",
+        "nope",
+    )
+    .await;
+    expect_error(
+        &mut ann,
+        r#"{"type":"auth","token":"x"}"#.into(),
+        "already_authenticated",
+        "auth",
+    )
+    .await;
 
     // The failed send's error names its client_id so a client can match it.
-    ann.send_text(format!(r#"{{"type":"send","room":"ok","client_id":"c9","body":"{big}"}}"#))
-        .await;
+    ann.send_text(format!(
+        r#"{{"type":"send","room":"ok","client_id":"c9","body":"{big}"}}"#
+    ))
+    .await;
     assert_eq!(ann.expect("error").await["ref"], "c9");
 
-    ann.ws.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
+    ann.ws
+        .send(Message::Binary(vec![1, 2, 3].into()))
+        .await
+        .unwrap();
     assert_eq!(ann.expect("error").await["code"], "binary_not_supported");
 
     // A valid send still works after all of that, with seq 1: nothing
@@ -186,8 +270,10 @@ async fn an_oversized_frame_closes_with_1009() {
     let node = Node::start(&[]);
     let mut ann = Client::dev(&node, "ann").await;
     let body = "x".repeat(70 * 1024);
-    ann.send_text(format!(r#"{{"type":"send","room":"r","client_id":"c","body":"{body}"}}"#))
-        .await;
+    ann.send_text(format!(
+        r#"{{"type":"send","room":"r","client_id":"c","body":"{body}"}}"#
+    ))
+    .await;
     match ann.until_end(Duration::from_secs(5)).await {
         Ended::Closed(Some((code, reason))) => {
             assert_eq!(code, 1009);
@@ -227,7 +313,10 @@ async fn typing_reaches_the_others_in_the_room() {
     bob.join("r").await;
     ann.expect("presence").await;
     ann.send(json!({"type": "typing", "room": "r"})).await;
-    assert_eq!(bob.expect("typing").await, json!({"type": "typing", "room": "r", "user": "ann"}));
+    assert_eq!(
+        bob.expect("typing").await,
+        json!({"type": "typing", "room": "r", "user": "ann"})
+    );
     // Repeats within a second are throttled.
     ann.send(json!({"type": "typing", "room": "r"})).await;
     bob.expect_silence(Duration::from_millis(300)).await;
@@ -253,8 +342,14 @@ async fn serves_the_ui_health_and_metrics() {
     ann.expect("error").await;
     assert_eq!(common::metric(&node, "chat_connections").await, 1.0);
     assert_eq!(common::metric(&node, "chat_rooms").await, 1.0);
-    assert_eq!(common::metric(&node, "chat_messages_received_total").await, 1.0);
-    assert_eq!(common::metric(&node, "chat_send_ack_seconds_count").await, 1.0);
+    assert_eq!(
+        common::metric(&node, "chat_messages_received_total").await,
+        1.0
+    );
+    assert_eq!(
+        common::metric(&node, "chat_send_ack_seconds_count").await,
+        1.0
+    );
     assert_eq!(
         common::metric(&node, r#"chat_rejected_total{reason="invalid_json"}"#).await,
         1.0

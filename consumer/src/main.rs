@@ -7,7 +7,11 @@
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "consumer", version, about = "RealChat consumer: Kafka -> PostgreSQL persistence workers")]
+#[command(
+    name = "consumer",
+    version,
+    about = "RealChat consumer: Kafka -> PostgreSQL persistence workers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -37,7 +41,11 @@ struct RunArgs {
     #[arg(long, env = "KAFKA_GROUP", default_value = "realchat-consumer")]
     group: String,
     /// Topic for records that cannot be decoded.
-    #[arg(long, env = "KAFKA_DEAD_LETTER_TOPIC", default_value = "realchat.messages.dlq")]
+    #[arg(
+        long,
+        env = "KAFKA_DEAD_LETTER_TOPIC",
+        default_value = "realchat.messages.dlq"
+    )]
     dead_letter_topic: String,
     /// PostgreSQL connection URL.
     #[arg(long, env = "DATABASE_URL")]
@@ -57,7 +65,9 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(_) | Command::Migrate { .. } => {
-            anyhow::bail!("the persistence workers are not part of this build yet (tracked by the consumer issue)")
+            anyhow::bail!(
+                "the persistence workers are not part of this build yet (tracked by the consumer issue)"
+            )
         }
     }
 }

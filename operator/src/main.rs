@@ -7,7 +7,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "operator", version, about = "RealChat operator: reconciles ChatCluster resources (realchat.dev/v1alpha1)")]
+#[command(
+    name = "operator",
+    version,
+    about = "RealChat operator: reconciles ChatCluster resources (realchat.dev/v1alpha1)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -32,7 +36,9 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { .. } | Command::Crd => {
-            anyhow::bail!("the reconciler is not part of this build yet (tracked by the operator issue)")
+            anyhow::bail!(
+                "the reconciler is not part of this build yet (tracked by the operator issue)"
+            )
         }
     }
 }

@@ -69,7 +69,10 @@ fn diagnose(text: &str) -> FrameError {
     let value: serde_json::Value = match serde_json::from_str(text) {
         Ok(value) => value,
         Err(err) => {
-            return FrameError::new(ErrorCode::InvalidJson, format!("frame is not valid JSON: {err}"));
+            return FrameError::new(
+                ErrorCode::InvalidJson,
+                format!("frame is not valid JSON: {err}"),
+            );
         }
     };
     let reference = value
@@ -105,8 +108,11 @@ fn diagnose(text: &str) -> FrameError {
         .err()
         .map(|err| err.to_string())
         .unwrap_or_else(|| "unexpected shape".to_owned());
-    FrameError::new(ErrorCode::InvalidFrame, format!("invalid `{kind}` frame: {detail}"))
-        .with_ref(reference)
+    FrameError::new(
+        ErrorCode::InvalidFrame,
+        format!("invalid `{kind}` frame: {detail}"),
+    )
+    .with_ref(reference)
 }
 
 /// Whether a member joined or left a room.
@@ -347,7 +353,8 @@ mod tests {
 
     #[test]
     fn missing_field_names_the_field_and_keeps_the_client_id() {
-        let err = ClientFrame::parse(r#"{"type":"send","client_id":"c1","body":"hi"}"#).unwrap_err();
+        let err =
+            ClientFrame::parse(r#"{"type":"send","client_id":"c1","body":"hi"}"#).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidFrame);
         assert!(err.message.contains("`room`"), "{}", err.message);
         assert_eq!(err.reference.as_deref(), Some("c1"));
@@ -355,7 +362,10 @@ mod tests {
 
     #[test]
     fn non_objects_and_missing_types_are_rejected() {
-        assert_eq!(ClientFrame::parse("[1,2]").unwrap_err().code, ErrorCode::InvalidFrame);
+        assert_eq!(
+            ClientFrame::parse("[1,2]").unwrap_err().code,
+            ErrorCode::InvalidFrame
+        );
         let err = ClientFrame::parse(r#"{"room":"a"}"#).unwrap_err();
         assert!(err.message.contains("no `type`"));
         let err = ClientFrame::parse(r#"{"type":5}"#).unwrap_err();

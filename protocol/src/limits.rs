@@ -59,7 +59,9 @@ impl Limits {
     pub fn check_body(&self, body: &str, client_id: &str) -> Result<(), FrameError> {
         let reference = Some(client_id.to_owned());
         if body.trim().is_empty() {
-            return Err(FrameError::new(ErrorCode::EmptyBody, "message body is empty").with_ref(reference));
+            return Err(
+                FrameError::new(ErrorCode::EmptyBody, "message body is empty").with_ref(reference),
+            );
         }
         if body.len() > self.max_body_bytes {
             return Err(FrameError::new(
@@ -139,7 +141,10 @@ mod tests {
         assert_eq!(err.code, ErrorCode::BodyTooLarge);
         assert!(err.message.contains("4097 bytes"));
         assert_eq!(err.reference.as_deref(), Some("c7"));
-        assert_eq!(limits.check_body("  \n", "c").unwrap_err().code, ErrorCode::EmptyBody);
+        assert_eq!(
+            limits.check_body("  \n", "c").unwrap_err().code,
+            ErrorCode::EmptyBody
+        );
     }
 
     #[test]

@@ -2,6 +2,9 @@
 //! `json client` or `json server` block must parse into the Rust types and
 //! serialize back to the same JSON, and every frame type must be shown.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeSet;
 
 use realchat_protocol::frames::CLIENT_FRAME_TYPES;
@@ -31,7 +34,11 @@ fn examples() -> Vec<(String, String)> {
 #[test]
 fn every_documented_frame_round_trips() {
     let examples = examples();
-    assert!(examples.len() >= 15, "found only {} examples", examples.len());
+    assert!(
+        examples.len() >= 15,
+        "found only {} examples",
+        examples.len()
+    );
     let mut client_types = BTreeSet::new();
     let mut server_types = BTreeSet::new();
     for (side, json) in &examples {
@@ -44,7 +51,8 @@ fn every_documented_frame_round_trips() {
                 serde_json::to_value(&frame).unwrap()
             }
             "server" => {
-                let frame: ServerFrame = serde_json::from_str(json).unwrap_or_else(|e| panic!("{json}: {e}"));
+                let frame: ServerFrame =
+                    serde_json::from_str(json).unwrap_or_else(|e| panic!("{json}: {e}"));
                 server_types.insert(kind);
                 serde_json::from_str(&frame.to_json()).unwrap()
             }
@@ -52,15 +60,23 @@ fn every_documented_frame_round_trips() {
         };
         assert_eq!(round_tripped, original, "{side} frame does not round-trip");
     }
-    let expected_client: BTreeSet<String> = CLIENT_FRAME_TYPES.iter().map(|s| s.to_string()).collect();
-    assert_eq!(client_types, expected_client, "every client frame type is documented");
+    let expected_client: BTreeSet<String> =
+        CLIENT_FRAME_TYPES.iter().map(|s| s.to_string()).collect();
+    assert_eq!(
+        client_types, expected_client,
+        "every client frame type is documented"
+    );
     let expected_server: BTreeSet<String> = [
-        "welcome", "joined", "left", "message", "ack", "presence", "typing", "replayed", "error", "pong",
+        "welcome", "joined", "left", "message", "ack", "presence", "typing", "replayed", "error",
+        "pong",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
-    assert_eq!(server_types, expected_server, "every server frame type is documented");
+    assert_eq!(
+        server_types, expected_server,
+        "every server frame type is documented"
+    );
 }
 
 #[test]
@@ -75,8 +91,23 @@ fn documented_error_codes_exist() {
     let documented: BTreeSet<String> = section
         .lines()
         .filter(|l| l.starts_with("| `"))
-        .flat_map(|l| l.split('|').nth(1).unwrap_or("").split('`').skip(1).step_by(2).map(str::to_owned).collect::<Vec<_>>())
+        .flat_map(|l| {
+            l.split('|')
+                .nth(1)
+                .unwrap_or("")
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
         .collect();
-    let all: BTreeSet<String> = ErrorCode::ALL.iter().map(|c| c.as_str().to_owned()).collect();
-    assert_eq!(documented, all, "the error table lists exactly the codes the server can send");
+    let all: BTreeSet<String> = ErrorCode::ALL
+        .iter()
+        .map(|c| c.as_str().to_owned())
+        .collect();
+    assert_eq!(
+        documented, all,
+        "the error table lists exactly the codes the server can send"
+    );
 }

@@ -84,7 +84,8 @@ impl Node {
 
     /// Resident memory of the node process, in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -113,7 +114,10 @@ impl Drop for Node {
 pub async fn http_get(url: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").expect("http url");
-    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).expect("path");
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .expect("path");
     let mut stream = TcpStream::connect(host).await.expect("connect");
     let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("write");
@@ -125,7 +129,10 @@ pub async fn http_get(url: &str) -> (u16, String) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .expect("status");
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -184,7 +191,10 @@ impl Client {
     }
 
     pub async fn send_text(&mut self, text: String) {
-        self.ws.send(Message::Text(text.into())).await.expect("send text");
+        self.ws
+            .send(Message::Text(text.into()))
+            .await
+            .expect("send text");
     }
 
     /// The next text frame, as JSON.
@@ -196,7 +206,9 @@ impl Client {
                 .unwrap_or_else(|| panic!("{}: connection ended", self.user))
                 .unwrap_or_else(|e| panic!("{}: read error {e}", self.user));
             match message {
-                Message::Text(text) => return serde_json::from_str(&text).expect("server sent JSON"),
+                Message::Text(text) => {
+                    return serde_json::from_str(&text).expect("server sent JSON");
+                }
                 Message::Close(frame) => panic!("{}: closed unexpectedly: {frame:?}", self.user),
                 _ => continue,
             }
@@ -206,7 +218,11 @@ impl Client {
     /// The next frame, which must be of type `kind`.
     pub async fn expect(&mut self, kind: &str) -> Value {
         let frame = self.recv().await;
-        assert_eq!(frame["type"], kind, "{}: expected {kind}, got {frame}", self.user);
+        assert_eq!(
+            frame["type"], kind,
+            "{}: expected {kind}, got {frame}",
+            self.user
+        );
         frame
     }
 
@@ -256,9 +272,11 @@ impl Client {
                 Err(_) => panic!("{}: connection still open after {within:?}", self.user),
                 Ok(None) | Ok(Some(Err(_))) => return Ended::Dropped,
                 Ok(Some(Ok(Message::Close(frame)))) => {
-                    return Ended::Closed(frame.map(|CloseFrame { code, reason }| {
-                        (u16::from(code), reason.to_string())
-                    }));
+                    return Ended::Closed(
+                        frame.map(|CloseFrame { code, reason }| {
+                            (u16::from(code), reason.to_string())
+                        }),
+                    );
                 }
                 Ok(Some(Ok(_))) => continue,
             }
