@@ -90,6 +90,77 @@ pub struct Config {
     #[arg(long, env = "OUTBOUND_QUEUE", default_value_t = 1024)]
     pub outbound_queue: usize,
 
+    /// Redis URL; with KAFKA_BROKERS, turns on cluster mode.
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        hide_env_values = true,
+        help_heading = "Cluster mode"
+    )]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key and channel of this chat cluster (one per cluster sharing a Redis).
+    #[arg(
+        long,
+        env = "REDIS_PREFIX",
+        default_value = "realchat",
+        help_heading = "Cluster mode"
+    )]
+    pub redis_prefix: String,
+
+    /// Seconds a room's recent history lives in Redis after its last message.
+    #[arg(
+        long,
+        env = "REDIS_HISTORY_TTL_SECS",
+        default_value_t = 86400,
+        help_heading = "Cluster mode"
+    )]
+    pub redis_history_ttl_secs: u64,
+
+    /// Seconds after which a node that stopped beating is considered dead and its members dropped.
+    #[arg(
+        long,
+        env = "PRESENCE_TTL_SECS",
+        default_value_t = 20,
+        help_heading = "Cluster mode"
+    )]
+    pub presence_ttl_secs: u64,
+
+    /// Kafka bootstrap servers; with REDIS_URL, turns on cluster mode.
+    #[arg(long, env = "KAFKA_BROKERS", help_heading = "Cluster mode")]
+    pub kafka_brokers: Option<String>,
+
+    /// Kafka topic of the message records.
+    #[arg(
+        long,
+        env = "KAFKA_TOPIC",
+        default_value = "realchat.messages",
+        help_heading = "Cluster mode"
+    )]
+    pub kafka_topic: String,
+
+    /// Extra librdkafka setting KEY=VALUE (e.g. security.protocol=SASL_SSL); repeatable, comma separated in the env var.
+    #[arg(long = "kafka-option", env = "KAFKA_OPTIONS", value_delimiter = ',', value_parser = parse_key_value, help_heading = "Cluster mode")]
+    pub kafka_options: Vec<(String, String)>,
+
+    /// Milliseconds to wait for Kafka to acknowledge a message before the send fails.
+    #[arg(
+        long,
+        env = "KAFKA_PRODUCE_TIMEOUT_MS",
+        default_value_t = 5000,
+        help_heading = "Cluster mode"
+    )]
+    pub kafka_produce_timeout_ms: u64,
+
+    /// Create the topic with this many partitions if it is missing (0: it must exist; the operator creates it).
+    #[arg(
+        long,
+        env = "KAFKA_CREATE_TOPIC_PARTITIONS",
+        default_value_t = 0,
+        help_heading = "Cluster mode"
+    )]
+    pub kafka_create_topic_partitions: i32,
+
     /// Seconds between readiness turning false on SIGTERM and closing sessions,
     /// so that load balancers stop routing new connections here first.
     #[arg(long, env = "DRAIN_DELAY_SECS", default_value_t = 0)]
@@ -98,6 +169,15 @@ pub struct Config {
     /// Seconds to drain on SIGTERM before exiting.
     #[arg(long, env = "DRAIN_TIMEOUT_SECS", default_value_t = 25)]
     pub drain_timeout_secs: u64,
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("expected KEY=VALUE, got `{text}`")),
+    }
 }
 
 impl Config {
@@ -137,6 +217,24 @@ mod tests {
         assert_eq!(config.outbound_queue, 1024);
         assert_eq!((config.send_rate, config.send_burst), (20.0, 40));
         assert_eq!(config.drain_timeout(), Duration::from_secs(25));
+    }
+
+    #[test]
+    fn kafka_options_are_key_value_pairs() {
+        let config = Config::try_parse_from([
+            "chat-node",
+            "--kafka-option",
+            "security.protocol=SASL_SSL",
+            "--kafka-option",
+            "sasl.mechanism=PLAIN",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.kafka_options[0],
+            ("security.protocol".into(), "SASL_SSL".into())
+        );
+        assert_eq!(config.kafka_options.len(), 2);
+        assert!(Config::try_parse_from(["chat-node", "--kafka-option", "novalue"]).is_err());
     }
 
     #[test]

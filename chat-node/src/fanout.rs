@@ -1,15 +1,16 @@
 //! Getting room events to every member, wherever its session lives.
 //!
 //! Frames are serialized once per event here, then shared by every local
-//! recipient. [`Fanout::InProcess`] delivers straight to this node's members;
-//! a cluster transport publishes to the other nodes too and delivers what it
-//! receives through the same [`LocalRooms`].
+//! recipient. Both transports deliver straight to this node's members;
+//! [`Fanout::Redis`] also publishes the event to the other nodes, whose
+//! subscribers deliver it through their own [`LocalRooms`].
 
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
 use realchat_protocol::ServerFrame;
 
+use crate::cluster::fanout::RedisFanout;
 use crate::rooms::{Delivery, LocalRooms, SessionId};
 
 /// Why an event could not be published.
@@ -21,22 +22,60 @@ pub enum FanoutError {
 
 pub enum Fanout {
     InProcess(Arc<LocalRooms>),
+    Redis {
+        rooms: Arc<LocalRooms>,
+        redis: RedisFanout,
+    },
+}
+
+/// Where an event went.
+pub struct Published {
+    /// Delivery to this node's members (always attempted).
+    pub local: Delivery,
+    /// Publishing to the other nodes (cluster mode).
+    pub remote: Result<(), FanoutError>,
 }
 
 impl Fanout {
-    /// Delivers `frame` to the members of `room`, except session `skip` of
-    /// this node.
+    /// Delivers `frame` to the members of `room` on every node, except
+    /// session `skip` of this node.
     pub async fn publish(
         &self,
         room: &str,
         frame: &ServerFrame,
         skip: Option<SessionId>,
-    ) -> Result<Delivery, FanoutError> {
+    ) -> Published {
+        let bytes = Utf8Bytes::from(frame.to_json());
         match self {
-            Fanout::InProcess(rooms) => {
-                let bytes = Utf8Bytes::from(frame.to_json());
-                Ok(rooms.deliver(room, &bytes, skip))
+            Fanout::InProcess(rooms) => Published {
+                local: rooms.deliver(room, &bytes, skip),
+                remote: Ok(()),
+            },
+            Fanout::Redis { rooms, redis } => {
+                let local = rooms.deliver(room, &bytes, skip);
+                let seq = match frame {
+                    ServerFrame::Message(message) => Some(message.seq),
+                    _ => None,
+                };
+                Published {
+                    local,
+                    remote: redis.publish(room, &bytes, seq).await,
+                }
             }
+        }
+    }
+
+    /// Called when a room gets its first local member.
+    pub async fn watch(&self, room: &str) {
+        if let Fanout::Redis { redis, .. } = self {
+            redis.watch(room).await;
+        }
+    }
+
+    /// Called when a room loses its last local member.
+    pub fn unwatch(&self, room: &str) {
+        if let Fanout::Redis { redis, .. } = self {
+            redis.unwatch(room);
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::fanout::{Fanout, FanoutError};
 use crate::history::Replay;
 use crate::metrics::Metrics;
 use crate::outbound::Outbox;
+use crate::presence::Presence;
 use crate::rooms::{Delivery, LocalRooms, SessionId};
 use crate::store::{Committed, Draft, Store, StoreError};
 
@@ -35,15 +36,23 @@ pub struct JoinInfo {
 pub struct Hub {
     store: Store,
     fanout: Fanout,
+    presence: Presence,
     rooms: Arc<LocalRooms>,
     metrics: Arc<Metrics>,
 }
 
 impl Hub {
-    pub fn new(store: Store, fanout: Fanout, rooms: Arc<LocalRooms>, metrics: Arc<Metrics>) -> Hub {
+    pub fn new(
+        store: Store,
+        fanout: Fanout,
+        presence: Presence,
+        rooms: Arc<LocalRooms>,
+        metrics: Arc<Metrics>,
+    ) -> Hub {
         Hub {
             store,
             fanout,
+            presence,
             rooms,
             metrics,
         }
@@ -80,50 +89,96 @@ impl Hub {
         user: Arc<str>,
         outbox: Outbox,
     ) -> Result<JoinInfo, StoreError> {
+        // Membership first, so nothing published from here on is missed.
         let joined = self.rooms.join(room, session, user.clone(), outbox);
         if joined.first_on_node {
             self.metrics.rooms.set(self.rooms.room_count() as i64);
+            self.fanout.watch(room).await;
         }
         let last_seq = match self.store.last_seq(room).await {
             Ok(seq) => seq,
             Err(err) => {
-                self.rooms.leave(room, session);
+                self.forget(room, session);
                 return Err(err);
             }
         };
         if joined.first_for_user {
-            let frame = ServerFrame::Presence {
-                room: room.to_owned(),
-                user: user.to_string(),
-                state: PresenceState::Joined,
-            };
-            self.publish(room, &frame, Some(session)).await;
+            match self.presence.add(room, &user).await {
+                Ok(true) => {
+                    let frame = ServerFrame::Presence {
+                        room: room.to_owned(),
+                        user: user.to_string(),
+                        state: PresenceState::Joined,
+                    };
+                    self.publish(room, &frame, Some(session)).await;
+                }
+                Ok(false) => {}
+                Err(err) => tracing::warn!(room, %err, "could not record presence"),
+            }
         }
-        Ok(JoinInfo {
-            last_seq,
-            members: self.rooms.users(room).into_iter().collect(),
-        })
+        let members = match self.presence.members(room).await {
+            Ok(members) => members,
+            Err(err) => {
+                tracing::warn!(room, %err, "could not read presence; listing local members");
+                self.rooms.users(room).into_iter().collect()
+            }
+        };
+        Ok(JoinInfo { last_seq, members })
+    }
+
+    /// Drops a session from a room's local membership.
+    fn forget(&self, room: &str, session: SessionId) -> Option<crate::rooms::Left> {
+        let left = self.rooms.leave(room, session)?;
+        if left.last_on_node {
+            self.metrics.rooms.set(self.rooms.room_count() as i64);
+            self.fanout.unwatch(room);
+        }
+        Some(left)
     }
 
     /// Removes the session from the room; announces the user's departure
     /// when it was their last session there. Returns false if the session
     /// was not a member.
     pub async fn leave(&self, room: &str, session: SessionId, user: &str) -> bool {
-        let Some(left) = self.rooms.leave(room, session) else {
+        let Some(left) = self.forget(room, session) else {
             return false;
         };
-        if left.last_on_node {
-            self.metrics.rooms.set(self.rooms.room_count() as i64);
-        }
         if left.last_for_user {
-            let frame = ServerFrame::Presence {
-                room: room.to_owned(),
-                user: user.to_owned(),
-                state: PresenceState::Left,
-            };
-            self.publish(room, &frame, Some(session)).await;
+            match self.presence.remove(room, user).await {
+                Ok(true) => self.announce_departure(room, user, Some(session)).await,
+                Ok(false) => {}
+                Err(err) => tracing::warn!(room, %err, "could not record the departure"),
+            }
         }
         true
+    }
+
+    async fn announce_departure(&self, room: &str, user: &str, skip: Option<SessionId>) {
+        let frame = ServerFrame::Presence {
+            room: room.to_owned(),
+            user: user.to_owned(),
+            state: PresenceState::Left,
+        };
+        self.publish(room, &frame, skip).await;
+    }
+
+    /// Cluster mode: beats this node's presence heartbeat and reaps the
+    /// presence of nodes that died, announcing their users' departures.
+    pub async fn maintain_presence(&self) {
+        let Presence::Redis(presence) = &self.presence else {
+            return;
+        };
+        if let Err(err) = presence.heartbeat().await {
+            tracing::warn!(%err, "presence heartbeat failed");
+        }
+        match presence.reap_dead_nodes().await {
+            Ok(departures) => {
+                for (room, user) in departures {
+                    self.announce_departure(&room, &user, None).await;
+                }
+            }
+            Err(err) => tracing::warn!(%err, "could not reap dead nodes"),
+        }
     }
 
     pub async fn typing(&self, room: &str, session: SessionId, user: &str) {
@@ -139,11 +194,10 @@ impl Hub {
     }
 
     async fn publish(&self, room: &str, frame: &ServerFrame, skip: Option<SessionId>) {
-        match self.fanout.publish(room, frame, skip).await {
-            Ok(delivery) => self.count(frame, delivery),
-            Err(FanoutError::Unavailable(why)) => {
-                tracing::warn!(room, %why, "live fanout failed; members will catch up by replay");
-            }
+        let published = self.fanout.publish(room, frame, skip).await;
+        self.count(frame, published.local);
+        if let Err(FanoutError::Unavailable(why)) = published.remote {
+            tracing::warn!(room, %why, "live fanout to other nodes failed; their members catch up by replay");
         }
     }
 

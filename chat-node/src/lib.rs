@@ -1,12 +1,14 @@
 //! RealChat chat node.
 //!
 //! A node accepts WebSocket sessions ([`session`]), and composes the chat
-//! operations ([`hub`]) from three replaceable parts: the [`store`] (seq,
-//! dedupe, history), the [`fanout`] transport and the local room registry
-//! ([`rooms`]). Standalone mode wires in-process implementations of all
-//! three; nothing else is needed to run a usable chat.
+//! operations ([`hub`]) from replaceable parts: the [`store`] (seq, dedupe,
+//! history), the [`fanout`] transport, [`presence`] and the local room
+//! registry ([`rooms`]). Standalone mode wires in-process implementations;
+//! nothing else is needed to run a usable chat. With Redis and Kafka
+//! configured, [`cluster`] mode makes any number of nodes behave as one.
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod dedupe;
 pub mod drain;
@@ -15,6 +17,7 @@ pub mod history;
 pub mod hub;
 pub mod metrics;
 pub mod outbound;
+pub mod presence;
 pub mod ratelimit;
 pub mod rooms;
 pub mod server;
@@ -30,10 +33,15 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::auth::Authenticator;
+use crate::cluster::ClusterSettings;
+use crate::cluster::health::BackendHealth;
+use crate::cluster::kafka::MessageLog;
+use crate::cluster::store::StoreSettings;
 use crate::config::Config;
 use crate::fanout::Fanout;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::presence::Presence;
 use crate::rooms::LocalRooms;
 use crate::server::{AppState, SessionSettings};
 use crate::store::{MemoryStore, Store};
@@ -55,6 +63,92 @@ pub fn authenticator(config: &Config) -> anyhow::Result<Authenticator> {
     Ok(Authenticator::Disabled)
 }
 
+/// The parts that differ between standalone and cluster mode.
+struct Backends {
+    hub: Hub,
+    cluster: Option<ClusterRuntime>,
+}
+
+/// What cluster mode runs in the background.
+struct ClusterRuntime {
+    health: Arc<BackendHealth>,
+    connections: Vec<redis::aio::ConnectionManager>,
+    log: Arc<MessageLog>,
+    presence_interval: Duration,
+}
+
+async fn backends(
+    config: &Config,
+    node: &Arc<str>,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Backends> {
+    let rooms = Arc::new(LocalRooms::new());
+    let dedupe_window = Duration::from_secs(config.dedupe_window_secs);
+    match (&config.redis_url, &config.kafka_brokers) {
+        (None, None) => {
+            tracing::warn!(
+                history_per_room = config.history_per_room,
+                "standalone mode: in-process fanout; history is in memory only and is lost when this node stops"
+            );
+            let store = Store::Memory(MemoryStore::new(config.history_per_room, dedupe_window));
+            let hub = Hub::new(
+                store,
+                Fanout::InProcess(rooms.clone()),
+                Presence::Local(rooms.clone()),
+                rooms,
+                metrics.clone(),
+            );
+            Ok(Backends { hub, cluster: None })
+        }
+        (Some(redis_url), Some(kafka_brokers)) => {
+            let presence_ttl = Duration::from_secs(config.presence_ttl_secs.max(2));
+            let settings = ClusterSettings {
+                redis_url: redis_url.clone(),
+                redis_prefix: config.redis_prefix.clone(),
+                kafka_brokers: kafka_brokers.clone(),
+                kafka_topic: config.kafka_topic.clone(),
+                kafka_options: config.kafka_options.clone(),
+                kafka_produce_timeout: Duration::from_millis(config.kafka_produce_timeout_ms),
+                kafka_create_topic_partitions: config.kafka_create_topic_partitions,
+                store: StoreSettings {
+                    history_per_room: config.history_per_room,
+                    history_ttl: Duration::from_secs(config.redis_history_ttl_secs),
+                    dedupe_window,
+                },
+                presence_ttl,
+            };
+            let cluster =
+                cluster::connect(settings, node.clone(), rooms.clone(), metrics.clone()).await?;
+            let hub = Hub::new(
+                Store::Cluster(Box::new(cluster.store)),
+                Fanout::Redis {
+                    rooms: rooms.clone(),
+                    redis: cluster.fanout,
+                },
+                Presence::Redis(Box::new(cluster.presence)),
+                rooms,
+                metrics.clone(),
+            );
+            Ok(Backends {
+                hub,
+                cluster: Some(ClusterRuntime {
+                    health: cluster.health,
+                    connections: cluster.connections,
+                    log: cluster.log,
+                    // Beat well within the TTL so one missed beat is harmless.
+                    presence_interval: presence_ttl / 4,
+                }),
+            })
+        }
+        (Some(_), None) => anyhow::bail!(
+            "REDIS_URL is set but KAFKA_BROKERS is not: cluster mode needs both (set neither for standalone mode)"
+        ),
+        (None, Some(_)) => anyhow::bail!(
+            "KAFKA_BROKERS is set but REDIS_URL is not: cluster mode needs both (set neither for standalone mode)"
+        ),
+    }
+}
+
 /// Serves until `shutdown` resolves, then drains: readiness turns false, new
 /// connections are refused, sessions close with 1012, and the node waits for
 /// them up to the drain timeout.
@@ -71,21 +165,7 @@ pub async fn serve(
         tracing::warn!("authentication is off (dev mode): users pick their own display names");
     }
     let metrics = Arc::new(Metrics::new());
-    let rooms = Arc::new(LocalRooms::new());
-    tracing::warn!(
-        history_per_room = config.history_per_room,
-        "standalone mode: in-process fanout; history is in memory only and is lost when this node stops"
-    );
-    let store = Store::Memory(MemoryStore::new(
-        config.history_per_room,
-        Duration::from_secs(config.dedupe_window_secs),
-    ));
-    let hub = Hub::new(
-        store,
-        Fanout::InProcess(rooms.clone()),
-        rooms,
-        metrics.clone(),
-    );
+    let Backends { hub, cluster } = backends(&config, &node, &metrics).await?;
     let settings = SessionSettings {
         outbound_queue: config.outbound_queue,
         max_rooms_per_connection: config.max_rooms_per_connection,
@@ -101,7 +181,25 @@ pub async fn serve(
         config.limits(),
         settings,
         metrics,
+        cluster.as_ref().map(|c| c.health.clone()),
     ));
+    if let Some(runtime) = cluster {
+        let ClusterRuntime {
+            health,
+            connections,
+            log,
+            presence_interval,
+        } = runtime;
+        tokio::spawn(async move { health.watch(connections, &log).await });
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(presence_interval);
+            loop {
+                ticker.tick().await;
+                state.hub.maintain_presence().await;
+            }
+        });
+    }
     let drain = state.drain.clone();
     let drain_timeout = config.drain_timeout();
     let drain_delay = Duration::from_secs(config.drain_delay_secs);

@@ -33,6 +33,21 @@ pub struct Metrics {
     pub slow_client_disconnects: Counter,
     /// Connections refused at authentication (close 4001).
     pub auth_failures: Counter,
+    /// Time for Kafka to acknowledge a message record.
+    pub kafka_produce_seconds: Histogram,
+    /// Time for Redis to accept a fanout publish.
+    pub redis_publish_seconds: Histogram,
+    /// Fanout events received from other nodes.
+    pub fanout_in: Counter,
+    /// Fanout events published to other nodes.
+    pub fanout_out: Counter,
+    /// Backend failures by kind (redis_seq, kafka_produce, redis_publish, ...).
+    pub backend_errors: Family<KindLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
 }
 
 impl Metrics {
@@ -47,6 +62,36 @@ impl Metrics {
         let rejected = Family::<ReasonLabel, Counter>::default();
         let slow_client_disconnects = Counter::default();
         let auth_failures = Counter::default();
+        let kafka_produce_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        let redis_publish_seconds = Histogram::new(exponential_buckets(0.00005, 2.0, 16));
+        let fanout_in = Counter::default();
+        let fanout_out = Counter::default();
+        let backend_errors = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "kafka_produce_seconds",
+            "Time for Kafka to acknowledge a message record",
+            kafka_produce_seconds.clone(),
+        );
+        registry.register(
+            "redis_publish_seconds",
+            "Time for Redis to accept a fanout publish",
+            redis_publish_seconds.clone(),
+        );
+        registry.register(
+            "fanout_in",
+            "Fanout events received from other nodes",
+            fanout_in.clone(),
+        );
+        registry.register(
+            "fanout_out",
+            "Fanout events published to other nodes",
+            fanout_out.clone(),
+        );
+        registry.register(
+            "backend_errors",
+            "Backend failures by kind",
+            backend_errors.clone(),
+        );
         registry.register(
             "connections",
             "Open WebSocket sessions",
@@ -89,7 +134,16 @@ impl Metrics {
             rejected,
             slow_client_disconnects,
             auth_failures,
+            kafka_produce_seconds,
+            redis_publish_seconds,
+            fanout_in,
+            fanout_out,
+            backend_errors,
         }
+    }
+
+    pub fn backend_error(&self, kind: &'static str) {
+        self.backend_errors.get_or_create(&KindLabel { kind }).inc();
     }
 
     pub fn reject(&self, reason: &'static str) {

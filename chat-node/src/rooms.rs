@@ -96,6 +96,23 @@ impl LocalRooms {
             .unwrap_or_default()
     }
 
+    pub fn has_members(&self, room: &str) -> bool {
+        self.rooms
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(room)
+    }
+
+    /// Rooms with at least one local member.
+    pub fn room_names(&self) -> Vec<String> {
+        self.rooms
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     /// Number of rooms with at least one local member.
     pub fn room_count(&self) -> usize {
         self.rooms.read().unwrap_or_else(|e| e.into_inner()).len()

@@ -14,6 +14,7 @@ use axum::routing::get;
 use realchat_protocol::Limits;
 
 use crate::auth::Authenticator;
+use crate::cluster::health::BackendHealth;
 use crate::drain::Drain;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub settings: SessionSettings,
     pub metrics: Arc<Metrics>,
     pub drain: Drain,
+    /// Reachability of Redis and Kafka (cluster mode only).
+    pub backends: Option<Arc<BackendHealth>>,
     next_session: AtomicU64,
 }
 
@@ -51,6 +54,7 @@ impl AppState {
         limits: Limits,
         settings: SessionSettings,
         metrics: Arc<Metrics>,
+        backends: Option<Arc<BackendHealth>>,
     ) -> AppState {
         AppState {
             node,
@@ -60,6 +64,7 @@ impl AppState {
             settings,
             metrics,
             drain: Drain::default(),
+            backends,
             next_session: AtomicU64::new(1),
         }
     }
@@ -109,6 +114,13 @@ async fn upgrade(
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if state.drain.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
+    }
+    if let Some(Err(problem)) = state.backends.as_ref().map(|b| b.ready()) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {problem}\n"),
+        )
+            .into_response();
     }
     "ready\n".into_response()
 }

@@ -3,9 +3,9 @@
 //!
 //! [`Store::Memory`] is the standalone implementation: one lock around the
 //! room logs and the dedupe window, so that "check the dedupe window, take a
-//! seq, record the message" is atomic. Cluster mode adds a variant backed by
-//! Redis (seq, dedupe, recent history) and Kafka (durability) behind the
-//! same calls.
+//! seq, record the message" is atomic. [`Store::Cluster`] keeps seq, dedupe
+//! and recent history in Redis and makes every message durable in Kafka
+//! before it counts as sent.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use realchat_protocol::ChatMessage;
 use uuid::Uuid;
 
+use crate::cluster::store::ClusterStore;
 use crate::dedupe::{Acked, DedupeWindow};
 use crate::history::{Replay, RoomLog};
 
@@ -38,30 +39,36 @@ pub enum Committed {
 /// Why the store could not take a message or answer a query.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("message store unavailable: {0}")]
+    #[error("{0}")]
     Unavailable(String),
+    #[error("a send with this client_id is still in progress")]
+    InFlight,
 }
 
 pub enum Store {
     Memory(MemoryStore),
+    Cluster(Box<ClusterStore>),
 }
 
 impl Store {
     pub async fn commit(&self, draft: Draft) -> Result<Committed, StoreError> {
         match self {
             Store::Memory(store) => Ok(store.commit(draft, Instant::now())),
+            Store::Cluster(store) => store.commit(draft).await,
         }
     }
 
     pub async fn replay(&self, room: &str, since: u64) -> Result<Replay, StoreError> {
         match self {
             Store::Memory(store) => Ok(store.replay(room, since)),
+            Store::Cluster(store) => store.replay(room, since).await,
         }
     }
 
     pub async fn last_seq(&self, room: &str) -> Result<u64, StoreError> {
         match self {
             Store::Memory(store) => Ok(store.last_seq(room)),
+            Store::Cluster(store) => store.last_seq(room).await,
         }
     }
 }

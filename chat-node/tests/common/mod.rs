@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod services;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -25,13 +27,24 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts the node binary with `args` on 127.0.0.1:0 and waits until it
-    /// reports the address it bound.
+    /// Starts a standalone node with `args` on 127.0.0.1:0 and waits until
+    /// it reports the address it bound.
     pub fn start(args: &[&str]) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_chat-node"))
+        Node::start_with_env(args, &[])
+    }
+
+    /// Starts the node binary with `args` and environment `env` (nothing of
+    /// the caller's service environment leaks in).
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Node {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_chat-node"));
+        for var in ["REDIS_URL", "KAFKA_BROKERS", "DATABASE_URL"] {
+            command.env_remove(var);
+        }
+        let mut child = command
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
-            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info,chat_node=debug")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
