@@ -514,3 +514,68 @@ async fn cross_node_latency_is_measured() {
     );
     assert_eq!(to_ack.len(), 200);
 }
+
+/// Subscribers of a channel, as Redis counts them.
+async fn subscribers(redis_url: &str, channel: &str) -> i64 {
+    let client = redis::Client::open(redis_url).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(channel)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    counts.first().map_or(0, |(_, n)| *n)
+}
+
+#[tokio::test]
+#[ignore = "needs Redis and Kafka: run through scripts/test"]
+async fn a_node_stays_subscribed_while_any_member_remains_and_clusters_do_not_cross_talk() {
+    let backends = Backends::shared();
+    let node_a = backends.node("node-a", &[]);
+    let node_b = backends.node("node-b", &[]);
+    // Another chat cluster on the same Redis, with the same room name.
+    let other = Backends {
+        prefix: unique("other-cluster"),
+        ..backends.clone()
+    };
+    let node_c = other.node("node-c", &[]);
+    let channel = format!("{}:room:r", backends.prefix);
+
+    let mut ann = Client::dev(&node_a, "ann").await;
+    let mut bob = Client::dev(&node_b, "bob").await;
+    let mut cy = Client::dev(&node_b, "cy").await;
+    let mut eve = Client::dev(&node_c, "eve").await;
+    ann.join("r").await;
+    bob.join("r").await;
+    cy.join("r").await;
+    eve.join("r").await;
+    assert_eq!(
+        subscribers(&backends.redis, &channel).await,
+        2,
+        "one subscription per node"
+    );
+
+    // One of node B's two members leaves: node B must stay subscribed.
+    bob.send(json!({"type": "leave", "room": "r"})).await;
+    bob.expect_skipping_presence("left").await;
+    let ack = ann.say("r", "c1", "still there?").await;
+    assert_eq!(
+        cy.expect_skipping_presence("message").await["id"],
+        ack["id"]
+    );
+    assert_eq!(subscribers(&backends.redis, &channel).await, 2);
+    eve.expect_silence(Duration::from_millis(500)).await;
+
+    // The last member on node B leaves: node B unsubscribes.
+    cy.send(json!({"type": "leave", "room": "r"})).await;
+    cy.expect_skipping_presence("left").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while subscribers(&backends.redis, &channel).await != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "node B kept a subscription without members"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
