@@ -70,6 +70,10 @@ pub struct Config {
     #[arg(long, env = "HISTORY_PER_ROOM", default_value_t = 1000)]
     pub history_per_room: usize,
 
+    /// Most messages one `join {since}` replays (from memory, Redis or PostgreSQL).
+    #[arg(long, env = "REPLAY_LIMIT", default_value_t = 1000)]
+    pub replay_limit: usize,
+
     /// Seconds during which a retried send (same user and client_id) returns the original ack.
     #[arg(long, env = "DEDUPE_WINDOW_SECS", default_value_t = 300)]
     pub dedupe_window_secs: u64,
@@ -89,6 +93,16 @@ pub struct Config {
     /// Frames queued per connection before a client that does not read is closed with 4002.
     #[arg(long, env = "OUTBOUND_QUEUE", default_value_t = 1024)]
     pub outbound_queue: usize,
+
+    /// PostgreSQL URL of the persisted messages (written by the consumer): serves the
+    /// history API and replays older than Redis holds.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        help_heading = "Cluster mode"
+    )]
+    pub database_url: Option<String>,
 
     /// Redis URL; with KAFKA_BROKERS, turns on cluster mode.
     #[arg(

@@ -55,6 +55,18 @@ impl RoomLog {
         self.recent.push_back(message);
     }
 
+    /// Up to `limit` messages with `seq < before` (all when `None`), newest
+    /// first.
+    pub fn before(&self, before: Option<u64>, limit: usize) -> Vec<ChatMessage> {
+        self.recent
+            .iter()
+            .rev()
+            .filter(|m| before.is_none_or(|before| m.seq < before))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
     /// Messages with `seq > since`, oldest first, at most `limit` of them.
     ///
     /// The replay is complete when nothing between `since` and the first
@@ -133,6 +145,26 @@ mod tests {
         let replay = log.since(0, 2);
         assert_eq!(seqs(&replay), vec![1, 2]);
         assert!(!replay.complete);
+    }
+
+    #[test]
+    fn pages_go_newest_first() {
+        let log = log_with(10, 5);
+        assert_eq!(
+            log.before(None, 2)
+                .iter()
+                .map(|m| m.seq)
+                .collect::<Vec<_>>(),
+            vec![5, 4]
+        );
+        assert_eq!(
+            log.before(Some(4), 10)
+                .iter()
+                .map(|m| m.seq)
+                .collect::<Vec<_>>(),
+            vec![3, 2, 1]
+        );
+        assert!(log.before(Some(1), 10).is_empty());
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use realchat_protocol::{ChatMessage, PresenceState, ServerFrame};
 
+use crate::archive::{Archive, ArchiveError};
 use crate::dedupe::Acked;
 use crate::fanout::{Fanout, FanoutError};
 use crate::history::Replay;
@@ -33,7 +34,27 @@ pub struct JoinInfo {
     pub members: Vec<String>,
 }
 
+/// Where a history page came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HistorySource {
+    /// PostgreSQL: everything persisted.
+    Postgres,
+    /// The node's recent history (memory, or Redis in cluster mode).
+    Recent,
+}
+
+/// Why a history page could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 pub struct Hub {
+    archive: Option<Arc<Archive>>,
     store: Store,
     fanout: Fanout,
     presence: Presence,
@@ -48,8 +69,10 @@ impl Hub {
         presence: Presence,
         rooms: Arc<LocalRooms>,
         metrics: Arc<Metrics>,
+        archive: Option<Arc<Archive>>,
     ) -> Hub {
         Hub {
+            archive,
             store,
             fanout,
             presence,
@@ -191,6 +214,26 @@ impl Hub {
 
     pub async fn replay(&self, room: &str, since: u64) -> Result<Replay, StoreError> {
         self.store.replay(room, since).await
+    }
+
+    /// A page of history, newest first: from PostgreSQL when configured,
+    /// otherwise from the recent history this node's store holds.
+    pub async fn history(
+        &self,
+        room: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<(Vec<ChatMessage>, HistorySource), HistoryError> {
+        match &self.archive {
+            Some(archive) => Ok((
+                archive.page(room, before, limit).await?,
+                HistorySource::Postgres,
+            )),
+            None => Ok((
+                self.store.page(room, before, limit).await?,
+                HistorySource::Recent,
+            )),
+        }
     }
 
     async fn publish(&self, room: &str, frame: &ServerFrame, skip: Option<SessionId>) {

@@ -7,6 +7,7 @@
 //! nothing else is needed to run a usable chat. With Redis and Kafka
 //! configured, [`cluster`] mode makes any number of nodes behave as one.
 
+pub mod archive;
 pub mod auth;
 pub mod cluster;
 pub mod config;
@@ -32,6 +33,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::archive::Archive;
 use crate::auth::Authenticator;
 use crate::cluster::ClusterSettings;
 use crate::cluster::health::BackendHealth;
@@ -84,19 +86,33 @@ async fn backends(
 ) -> anyhow::Result<Backends> {
     let rooms = Arc::new(LocalRooms::new());
     let dedupe_window = Duration::from_secs(config.dedupe_window_secs);
+    let archive = match &config.database_url {
+        Some(url) => {
+            tracing::info!("history from PostgreSQL (persisted by the consumer workers)");
+            Some(Arc::new(
+                Archive::connect_lazy(url).context("DATABASE_URL")?,
+            ))
+        }
+        None => None,
+    };
     match (&config.redis_url, &config.kafka_brokers) {
         (None, None) => {
             tracing::warn!(
                 history_per_room = config.history_per_room,
                 "standalone mode: in-process fanout; history is in memory only and is lost when this node stops"
             );
-            let store = Store::Memory(MemoryStore::new(config.history_per_room, dedupe_window));
+            let store = Store::Memory(MemoryStore::new(
+                config.history_per_room,
+                config.replay_limit,
+                dedupe_window,
+            ));
             let hub = Hub::new(
                 store,
                 Fanout::InProcess(rooms.clone()),
                 Presence::Local(rooms.clone()),
                 rooms,
                 metrics.clone(),
+                archive,
             );
             Ok(Backends { hub, cluster: None })
         }
@@ -112,6 +128,8 @@ async fn backends(
                 kafka_create_topic_partitions: config.kafka_create_topic_partitions,
                 store: StoreSettings {
                     history_per_room: config.history_per_room,
+                    replay_limit: config.replay_limit,
+                    archive: archive.clone(),
                     history_ttl: Duration::from_secs(config.redis_history_ttl_secs),
                     dedupe_window,
                 },
@@ -128,6 +146,7 @@ async fn backends(
                 Presence::Redis(Box::new(cluster.presence)),
                 rooms,
                 metrics.clone(),
+                archive,
             );
             Ok(Backends {
                 hub,

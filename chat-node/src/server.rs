@@ -5,15 +5,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use axum::Json;
 use axum::Router;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{Query, State, WebSocketUpgrade};
-use axum::http::{StatusCode, header};
+use axum::extract::{Path, Query, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use realchat_protocol::Limits;
+use serde::Deserialize;
+use serde_json::json;
 
-use crate::auth::Authenticator;
+use crate::auth::{AuthError, Authenticator};
 use crate::cluster::health::BackendHealth;
 use crate::drain::Drain;
 use crate::hub::Hub;
@@ -80,6 +83,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/app.js", get(ui::app_js))
         .route("/style.css", get(ui::style_css))
         .route("/ws", get(upgrade))
+        .route("/api/rooms/{room}/messages", get(history))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -109,6 +113,92 @@ async fn upgrade(
     ws.max_message_size(read_limit)
         .max_frame_size(read_limit)
         .on_upgrade(move |socket| drain.track(session::run(socket, state, params)))
+}
+
+/// Most messages one history request may ask for.
+pub const MAX_HISTORY_PAGE: usize = 200;
+
+#[derive(Debug, Deserialize)]
+struct HistoryParams {
+    before: Option<u64>,
+    limit: Option<usize>,
+    token: Option<String>,
+}
+
+fn api_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({"error": code, "message": message.into()})),
+    )
+        .into_response()
+}
+
+/// `GET /api/rooms/{room}/messages?before=SEQ&limit=N`: a page of history,
+/// newest first, authorized like a join when auth is on (token as a Bearer
+/// header or `token` parameter).
+async fn history(
+    State(state): State<Arc<AppState>>,
+    Path(room): Path<String>,
+    Query(params): Query<HistoryParams>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(err) = state.limits.check_room(&room) {
+        return api_error(StatusCode::BAD_REQUEST, "invalid_room", err.message);
+    }
+    let limit = params.limit.unwrap_or(50);
+    if limit == 0 || limit > MAX_HISTORY_PAGE {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_limit",
+            format!("limit must be 1 to {MAX_HISTORY_PAGE}, got {limit}"),
+        );
+    }
+    if state.auth.is_enabled() {
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_owned);
+        let Some(token) = bearer.or(params.token) else {
+            return api_error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                AuthError::Missing.to_string(),
+            );
+        };
+        match state.auth.verify(&token) {
+            Err(err) => {
+                return api_error(StatusCode::UNAUTHORIZED, "unauthorized", err.to_string());
+            }
+            Ok(identity) if !identity.rooms.allows(&room) => {
+                return api_error(
+                    StatusCode::FORBIDDEN,
+                    "forbidden_room",
+                    format!("your token does not allow room `{room}`"),
+                );
+            }
+            Ok(_) => {}
+        }
+    }
+    match state.hub.history(&room, params.before, limit).await {
+        Ok((messages, source)) => {
+            let next_before = (messages.len() == limit)
+                .then(|| messages.last().map(|m| m.seq))
+                .flatten();
+            Json(json!({
+                "room": room,
+                "messages": messages,
+                "next_before": next_before,
+                "source": source,
+            }))
+            .into_response()
+        }
+        Err(err) => api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "history_unavailable",
+            err.to_string(),
+        ),
+    }
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {

@@ -65,6 +65,19 @@ impl Store {
         }
     }
 
+    /// Recent messages with `seq < before`, newest first.
+    pub async fn page(
+        &self,
+        room: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<ChatMessage>, StoreError> {
+        match self {
+            Store::Memory(store) => Ok(store.page(room, before, limit)),
+            Store::Cluster(store) => store.page(room, before, limit).await,
+        }
+    }
+
     pub async fn last_seq(&self, room: &str) -> Result<u64, StoreError> {
         match self {
             Store::Memory(store) => Ok(store.last_seq(room)),
@@ -82,16 +95,22 @@ struct MemoryState {
 pub struct MemoryStore {
     state: Mutex<MemoryState>,
     history_per_room: usize,
+    replay_limit: usize,
 }
 
 impl MemoryStore {
-    pub fn new(history_per_room: usize, dedupe_window: Duration) -> MemoryStore {
+    pub fn new(
+        history_per_room: usize,
+        replay_limit: usize,
+        dedupe_window: Duration,
+    ) -> MemoryStore {
         MemoryStore {
             state: Mutex::new(MemoryState {
                 rooms: HashMap::new(),
                 dedupe: DedupeWindow::new(dedupe_window),
             }),
             history_per_room,
+            replay_limit: replay_limit.max(1),
         }
     }
 
@@ -128,12 +147,21 @@ impl MemoryStore {
     pub fn replay(&self, room: &str, since: u64) -> Replay {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match state.rooms.get(room) {
-            Some(log) => log.since(since, self.history_per_room),
+            Some(log) => log.since(since, self.replay_limit),
             None => Replay {
                 messages: Vec::new(),
                 complete: true,
             },
         }
+    }
+
+    pub fn page(&self, room: &str, before: Option<u64>, limit: usize) -> Vec<ChatMessage> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state
+            .rooms
+            .get(room)
+            .map(|log| log.before(before, limit))
+            .unwrap_or_default()
     }
 
     pub fn last_seq(&self, room: &str) -> u64 {
@@ -157,7 +185,7 @@ mod tests {
 
     #[test]
     fn seqs_are_per_room_and_retries_are_deduplicated() {
-        let store = MemoryStore::new(100, Duration::from_secs(300));
+        let store = MemoryStore::new(100, 1000, Duration::from_secs(300));
         let now = Instant::now();
         let Committed::New(first) = store.commit(draft("a", "ann", "c1"), now) else {
             panic!("first send must be new");
@@ -184,7 +212,7 @@ mod tests {
 
     #[test]
     fn retries_after_the_window_are_new_messages() {
-        let store = MemoryStore::new(100, Duration::from_secs(300));
+        let store = MemoryStore::new(100, 1000, Duration::from_secs(300));
         let now = Instant::now();
         store.commit(draft("a", "ann", "c1"), now);
         let later = now + Duration::from_secs(301);

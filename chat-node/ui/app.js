@@ -20,7 +20,7 @@ const state = {
 
 function room(name) {
   if (!state.rooms.has(name)) {
-    state.rooms.set(name, { messages: new Map(), members: new Set(), lastSeq: 0, unread: 0, typing: new Map(), notice: "" });
+    state.rooms.set(name, { messages: new Map(), members: new Set(), lastSeq: 0, unread: 0, typing: new Map(), notice: "", loadingOlder: false, noOlder: false });
   }
   return state.rooms.get(name);
 }
@@ -143,8 +143,9 @@ function handle(frame) {
     }
     case "replayed": {
       const r = room(frame.room);
-      r.notice = frame.complete ? "" : "Some older messages are no longer available.";
+      r.notice = frame.complete ? "" : "Some older messages are no longer available here; scroll up for history.";
       if (frame.room === state.current) renderNotice();
+      if (r.messages.size < 30) loadOlder(frame.room);
       return;
     }
     case "error": return onError(frame);
@@ -173,6 +174,39 @@ function addMessage(msg) {
   } else {
     r.unread += 1;
     renderRooms();
+  }
+}
+
+// ---- older history ----------------------------------------------------------
+
+// Fetches the page before the oldest message shown, from the history API
+// (PostgreSQL when the cluster persists messages).
+async function loadOlder(name) {
+  const r = state.rooms.get(name);
+  if (!r || r.loadingOlder || r.noOlder) return;
+  const seqs = [...r.messages.keys()];
+  const oldest = seqs.length ? Math.min(...seqs) : r.lastSeq + 1;
+  if (oldest <= 1) { r.noOlder = true; return; }
+  r.loadingOlder = true;
+  try {
+    const headers = {};
+    const token = store.getItem("realchat.token");
+    if (token) headers.Authorization = `Bearer ${token}`;
+    const response = await fetch(`/api/rooms/${encodeURIComponent(name)}/messages?before=${oldest}&limit=50`, { headers });
+    if (!response.ok) return;
+    const page = await response.json();
+    if (page.messages.length === 0 || page.next_before === null) r.noOlder = true;
+    const list = $("messages");
+    const fromBottom = list.scrollHeight - list.scrollTop;
+    for (const msg of page.messages) if (!r.messages.has(msg.seq)) r.messages.set(msg.seq, msg);
+    if (name === state.current) {
+      renderMessages();
+      list.scrollTop = list.scrollHeight - fromBottom; // keep the reader's place
+    }
+  } catch {
+    // Offline or no history service: scrolling up simply shows nothing more.
+  } finally {
+    r.loadingOlder = false;
   }
 }
 
@@ -361,6 +395,10 @@ $("join-form").addEventListener("submit", (event) => {
   if (!/^[A-Za-z0-9_.:-]{1,64}$/.test(name)) { toast("Room names are 1–64 letters, digits or _ . : -"); return; }
   $("join-room").value = "";
   joinRoom(name);
+});
+
+$("messages").addEventListener("scroll", () => {
+  if ($("messages").scrollTop < 40 && state.current) loadOlder(state.current);
 });
 
 $("send-form").addEventListener("submit", (event) => { event.preventDefault(); sendMessage(); });

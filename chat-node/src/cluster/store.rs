@@ -16,7 +16,7 @@
 //! client can retry with the same `client_id`; the seq taken is then
 //! skipped (the only way a gap appears).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,7 @@ use realchat_protocol::{ChatMessage, MessageRecord};
 use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
+use crate::archive::Archive;
 use crate::cluster::kafka::MessageLog;
 use crate::cluster::keys::{self, Keys};
 use crate::dedupe::Acked;
@@ -90,6 +91,10 @@ fn backoff(attempt: u32) -> Duration {
 
 pub struct StoreSettings {
     pub history_per_room: usize,
+    /// Most messages one replay returns.
+    pub replay_limit: usize,
+    /// PostgreSQL history, for replays older than Redis holds.
+    pub archive: Option<Arc<Archive>>,
     pub history_ttl: Duration,
     pub dedupe_window: Duration,
 }
@@ -102,6 +107,7 @@ pub struct ClusterStore {
     floors: Arc<SeqFloors>,
     settings: StoreSettings,
     metrics: Arc<Metrics>,
+    archive: Option<Arc<Archive>>,
     gates: RoomGates,
     lock_ttl: Duration,
     lock_and_next_seq: redis::Script,
@@ -127,6 +133,7 @@ impl ClusterStore {
             log,
             node,
             floors,
+            archive: settings.archive.clone(),
             settings,
             metrics,
             gates: RoomGates::default(),
@@ -309,7 +316,7 @@ impl ClusterStore {
     }
 
     pub async fn replay(&self, room: &str, since: u64) -> Result<Replay, StoreError> {
-        let limit = self.settings.history_per_room;
+        let limit = self.settings.replay_limit.max(1);
         let mut redis = self.redis.clone();
         let raw: Vec<String> = self
             .read_history
@@ -333,17 +340,73 @@ impl ClusterStore {
                 Err(err) => tracing::warn!(room, %err, "skipping an unreadable history entry"),
             }
         }
-        let held_everything = if exists == "1" {
-            floor <= since
-        } else {
-            last_seq <= since
+        // Everything at or below `missing_up_to` may have left Redis:
+        // trimmed (the floor), or the whole history expired.
+        let missing_up_to = if exists == "1" { floor } else { last_seq };
+        if missing_up_to <= since {
+            let cut_short =
+                messages.len() >= limit && messages.last().is_some_and(|m| m.seq < last_seq);
+            return Ok(Replay {
+                complete: !cut_short,
+                messages,
+            });
+        }
+        let Some(archive) = &self.archive else {
+            return Ok(Replay {
+                complete: false,
+                messages,
+            });
         };
-        let cut_short =
-            messages.len() >= limit && messages.last().is_some_and(|m| m.seq < last_seq);
-        Ok(Replay {
-            complete: held_everything && !cut_short,
-            messages,
-        })
+        // Fill the gap from PostgreSQL. A room's records are in seq order in
+        // its partition and stored batch by batch in that order, so once
+        // PostgreSQL holds any seq >= `missing_up_to`, it holds everything
+        // before it too.
+        match archive.after(room, since, limit).await {
+            Ok((older, persisted_up_to)) => {
+                let merged = merge_by_seq(older, messages);
+                let cut_short = merged.len() > limit;
+                let messages: Vec<ChatMessage> = merged.into_iter().take(limit).collect();
+                let cut_short = cut_short
+                    || (messages.len() == limit
+                        && messages.last().is_some_and(|m| m.seq < last_seq));
+                Ok(Replay {
+                    complete: persisted_up_to >= missing_up_to && !cut_short,
+                    messages,
+                })
+            }
+            Err(err) => {
+                tracing::warn!(room, %err, "replay could not reach PostgreSQL; replaying what Redis holds");
+                Ok(Replay {
+                    complete: false,
+                    messages,
+                })
+            }
+        }
+    }
+
+    /// Recent messages held in Redis with `seq < before`, newest first.
+    pub async fn page(
+        &self,
+        room: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<ChatMessage>, StoreError> {
+        let mut redis = self.redis.clone();
+        let max = before.map_or("+inf".to_owned(), |b| format!("({b}"));
+        let stored: Vec<String> = redis::cmd("ZREVRANGEBYSCORE")
+            .arg(self.keys.history(room))
+            .arg(max)
+            .arg("-inf")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut redis)
+            .await
+            .map_err(|err| self.redis_error("redis_history", err))?;
+        Ok(stored
+            .iter()
+            .filter_map(|json| serde_json::from_str::<ChatMessage>(json).ok())
+            .collect())
     }
 
     pub async fn last_seq(&self, room: &str) -> Result<u64, StoreError> {
@@ -358,9 +421,41 @@ impl ClusterStore {
     }
 }
 
+/// Messages of both lists, each seq once, in seq order.
+fn merge_by_seq(a: Vec<ChatMessage>, b: Vec<ChatMessage>) -> Vec<ChatMessage> {
+    let mut by_seq: std::collections::BTreeMap<u64, ChatMessage> = BTreeMap::new();
+    for message in a.into_iter().chain(b) {
+        by_seq.entry(message.seq).or_insert(message);
+    }
+    by_seq.into_values().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn message(seq: u64) -> ChatMessage {
+        ChatMessage {
+            room: "r".into(),
+            seq,
+            id: Uuid::now_v7(),
+            user: "u".into(),
+            body: format!("m{seq}"),
+            ts: 0,
+        }
+    }
+
+    #[test]
+    fn merging_keeps_each_seq_once_in_order() {
+        let merged = merge_by_seq(
+            vec![message(1), message(2), message(3)],
+            vec![message(3), message(4)],
+        );
+        assert_eq!(
+            merged.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4]
+        );
+    }
 
     #[test]
     fn seq_floors_only_rise() {

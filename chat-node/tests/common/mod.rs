@@ -277,6 +277,21 @@ impl Client {
         ack
     }
 
+    /// Sends a message and returns its ack, ignoring whatever else arrives
+    /// meanwhile (other members' messages, presence).
+    pub async fn say_ignoring_others(&mut self, room: &str, client_id: &str, body: &str) -> Value {
+        self.send(json!({"type": "send", "room": room, "client_id": client_id, "body": body}))
+            .await;
+        loop {
+            let frame = self.recv().await;
+            match frame["type"].as_str() {
+                Some("ack") if frame["client_id"] == client_id => return frame,
+                Some("error") => panic!("{}: send {client_id} failed: {frame}", self.user),
+                _ => {}
+            }
+        }
+    }
+
     /// Reads until the connection ends; returns how it ended.
     pub async fn until_end(&mut self, within: Duration) -> Ended {
         let deadline = tokio::time::Instant::now() + within;

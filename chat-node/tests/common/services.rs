@@ -238,3 +238,219 @@ pub fn assert_seq_order_per_partition(records: &[Stored]) {
         last.insert(key, (stored.record.seq, stored.offset));
     }
 }
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Runs a PostgreSQL tool, as the `postgres` user when we are root
+/// (PostgreSQL refuses to run as root).
+fn pg_tool(tool: &str, args: &[&str]) {
+    let program = format!("/usr/lib/postgresql/15/bin/{tool}");
+    let mut command = if is_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--", &program]);
+        command
+    } else {
+        Command::new(&program)
+    };
+    let status = command
+        .args(args)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap_or_else(|err| panic!("{tool}: {err}"));
+    assert!(status.success(), "{tool} {args:?} failed");
+}
+
+/// A PostgreSQL 15 server of the test's own, stoppable and restartable.
+pub struct PrivatePostgres {
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl PrivatePostgres {
+    pub fn start() -> PrivatePostgres {
+        let dir = temp_dir("postgres");
+        let data = dir.join("data");
+        if is_root() {
+            let status = Command::new("chown")
+                .arg("-R")
+                .arg("postgres:postgres")
+                .arg(&dir)
+                .status()
+                .expect("chown");
+            assert!(status.success());
+        }
+        pg_tool(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap_or_default(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+            ],
+        );
+        let postgres = PrivatePostgres {
+            port: free_port(),
+            dir,
+        };
+        postgres.restart();
+        pg_tool(
+            "psql",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &postgres.port.to_string(),
+                "-U",
+                "postgres",
+                "-qc",
+                "CREATE DATABASE realchat",
+            ],
+        );
+        postgres
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/realchat", self.port)
+    }
+
+    pub fn stop(&self) {
+        let data = self.dir.join("data");
+        pg_tool(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap_or_default(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        );
+    }
+
+    pub fn restart(&self) {
+        let data = self.dir.join("data");
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("server.log");
+        pg_tool(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap_or_default(),
+                "-l",
+                log.to_str().unwrap_or_default(),
+                "-w",
+                "-o",
+                &options,
+                "start",
+            ],
+        );
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        let program = "/usr/lib/postgresql/15/bin/pg_ctl";
+        let args = [
+            "-D",
+            data.to_str().unwrap_or_default(),
+            "-m",
+            "immediate",
+            "stop",
+        ];
+        let _ = if is_root() {
+            Command::new("runuser")
+                .args(["-u", "postgres", "--", program])
+                .args(args)
+                .output()
+        } else {
+            Command::new(program).args(args).output()
+        };
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A binary of this workspace built next to the test (scripts/test builds
+/// every target first).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
+    let bin = dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace)",
+        bin.display()
+    );
+    bin
+}
+
+/// A consumer worker process, killed (SIGKILL) when dropped.
+pub struct ConsumerProcess {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl ConsumerProcess {
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> ConsumerProcess {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(workspace_bin("consumer"))
+            .arg("run")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("REDIS_URL")
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn consumer");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                eprintln!("[consumer] {line}");
+                let _ = tx.send(line);
+            }
+        });
+        let addr = loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("consumer did not report its address");
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                break rest.split_whitespace().next().expect("address").to_owned();
+            }
+        };
+        ConsumerProcess { child, addr }
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ConsumerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
