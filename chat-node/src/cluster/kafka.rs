@@ -70,19 +70,36 @@ impl MessageLog {
     pub async fn append(&self, record: &MessageRecord) -> Result<(i32, i64), LogError> {
         let payload = record.encode();
         let producer = self.producer();
-        let delivery = producer
-            .send(
-                FutureRecord::to(&self.topic)
-                    .key(&record.room)
-                    .payload(&payload),
-                self.timeout,
-            )
-            .await;
-        match delivery {
-            Ok(delivered) => Ok((delivered.partition, delivered.offset)),
-            Err((err, _)) => {
-                self.replace_if_wedged(&producer, &err);
+        let delivery = producer.send(
+            FutureRecord::to(&self.topic)
+                .key(&record.room)
+                .payload(&payload),
+            self.timeout,
+        );
+        // librdkafka's own timeout does not cover a request in flight on a
+        // connection that died; this deadline does.
+        match tokio::time::timeout(self.timeout + DELIVERY_GRACE, delivery).await {
+            Ok(Ok(delivered)) => Ok((delivered.partition, delivered.offset)),
+            Ok(Err((err, _))) => {
+                let timed_out = matches!(
+                    err.rdkafka_error_code(),
+                    Some(RDKafkaErrorCode::MessageTimedOut | RDKafkaErrorCode::RequestTimedOut)
+                );
+                if timed_out || producer.client().fatal_error().is_some() {
+                    self.replace(&producer, &err.to_string());
+                }
                 Err(LogError::Produce(err))
+            }
+            Err(_) => {
+                let reason = format!(
+                    "no delivery report within {:?}",
+                    self.timeout + DELIVERY_GRACE
+                );
+                self.replace(&producer, &reason);
+                Err(LogError::Unavailable {
+                    topic: self.topic.clone(),
+                    reason,
+                })
             }
         }
     }
@@ -94,17 +111,9 @@ impl MessageLog {
             .clone()
     }
 
-    /// Starts a fresh producer (new producer id) after a timeout or a fatal
-    /// error, unless a concurrent failure already replaced the one that
-    /// failed.
-    fn replace_if_wedged(&self, failed: &FutureProducer, err: &KafkaError) {
-        let timed_out = matches!(
-            err.rdkafka_error_code(),
-            Some(RDKafkaErrorCode::MessageTimedOut | RDKafkaErrorCode::RequestTimedOut)
-        );
-        if !timed_out && failed.client().fatal_error().is_none() {
-            return;
-        }
+    /// Starts a fresh producer (new producer id) in place of `failed`,
+    /// unless a concurrent failure already replaced it.
+    fn replace(&self, failed: &FutureProducer, reason: &str) {
         let mut current = self.producer.write().unwrap_or_else(|e| e.into_inner());
         if current.client().native_ptr() != failed.client().native_ptr() {
             return;
@@ -112,7 +121,7 @@ impl MessageLog {
         match create_producer(&self.brokers, &self.options, self.timeout) {
             Ok(fresh) => {
                 let old = std::mem::replace(&mut *current, fresh);
-                tracing::warn!(%err, "replaced the Kafka producer after a failed produce");
+                tracing::warn!(%reason, "replaced the Kafka producer after a failed produce");
                 // Destroying a client can block while it gives up on brokers.
                 tokio::task::spawn_blocking(move || drop(old));
             }
@@ -179,6 +188,9 @@ impl MessageLog {
     }
 }
 
+/// Time beyond the produce timeout that a delivery report may take.
+const DELIVERY_GRACE: Duration = Duration::from_secs(1);
+
 fn create_producer(
     brokers: &str,
     options: &[(String, String)],
@@ -193,7 +205,9 @@ fn create_producer(
         // lz4: snappy records are not readable from every broker we test against.
         .set("compression.type", "lz4")
         .set("linger.ms", "2")
-        .set("message.timeout.ms", timeout.as_millis().to_string());
+        .set("message.timeout.ms", timeout.as_millis().to_string())
+        // A request in flight to a broker that died fails within the same time.
+        .set("request.timeout.ms", timeout.as_millis().to_string());
     // The operator's settings (SASL, TLS, tuning) override the defaults.
     for (key, value) in options {
         config.set(key, value);
