@@ -393,9 +393,9 @@ async fn watch_health(
         ticker.tick().await;
         let database_ok = sqlx::query("SELECT 1").execute(&pool).await.is_ok();
         health.database_ok.store(database_ok, Ordering::Relaxed);
-        let consumer = consumer.clone();
-        let topic = topic.clone();
-        let lags = tokio::task::spawn_blocking(move || partition_lags(&consumer, &topic)).await;
+        let (for_lags, topic_for_lags) = (consumer.clone(), topic.clone());
+        let lags =
+            tokio::task::spawn_blocking(move || partition_lags(&for_lags, &topic_for_lags)).await;
         match lags {
             Ok(Ok(lags)) => {
                 health.kafka_ok.store(true, Ordering::Relaxed);

@@ -129,6 +129,15 @@ impl PrivateKafka {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// Whether the broker hit the group-coordinator panic of tansu 0.6.0
+    /// (`tansu-storage` service.rs: `unreachable!()` after a failed
+    /// `UpdateGroup`), which leaves a consumer group stuck mid-rebalance.
+    pub fn group_coordinator_panicked(&self) -> bool {
+        std::fs::read_to_string(self.dir.join("tansu.log"))
+            .map(|log| log.contains("entered unreachable code") && log.contains("UpdateGroup"))
+            .unwrap_or(false)
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -443,9 +452,20 @@ impl ConsumerProcess {
         format!("http://{}{path}", self.addr)
     }
 
+    /// SIGKILL: a crash.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// SIGTERM (as Kubernetes stops a pod); returns whether it exited cleanly.
+    pub fn terminate(&mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        self.child
+            .wait()
+            .map(|status| status.success())
+            .unwrap_or(false)
     }
 }
 
