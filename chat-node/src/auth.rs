@@ -191,6 +191,8 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use jsonwebtoken::{EncodingKey, Header, encode};
     use serde_json::json;
 
@@ -245,7 +247,7 @@ mod tests {
         // {"alg":"none","typ":"JWT"} . {"sub":"ann","exp":...} . (no signature)
         let unsigned = format!(
             "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.",
-            base64_url(&format!(r#"{{"sub":"ann","exp":{}}}"#, now() + 60))
+            URL_SAFE_NO_PAD.encode(format!(r#"{{"sub":"ann","exp":{}}}"#, now() + 60))
         );
         assert!(auth.verify(&unsigned).is_err());
         assert!(matches!(
@@ -262,21 +264,5 @@ mod tests {
         assert_eq!(dev_identity(Some(""), "guest-1").user, "guest-1");
         assert_eq!(dev_identity(Some("a\u{7}b"), "guest-1").user, "guest-1");
         assert_eq!(dev_identity(None, "guest-2").user, "guest-2");
-    }
-
-    fn base64_url(s: &str) -> String {
-        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let bytes = s.as_bytes();
-        let mut out = String::new();
-        for chunk in bytes.chunks(3) {
-            let n = chunk
-                .iter()
-                .enumerate()
-                .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
-            for i in 0..=chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            }
-        }
-        out
     }
 }

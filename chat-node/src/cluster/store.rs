@@ -107,7 +107,6 @@ pub struct ClusterStore {
     floors: Arc<SeqFloors>,
     settings: StoreSettings,
     metrics: Arc<Metrics>,
-    archive: Option<Arc<Archive>>,
     gates: RoomGates,
     lock_ttl: Duration,
     lock_and_next_seq: redis::Script,
@@ -133,7 +132,6 @@ impl ClusterStore {
             log,
             node,
             floors,
-            archive: settings.archive.clone(),
             settings,
             metrics,
             gates: RoomGates::default(),
@@ -351,7 +349,7 @@ impl ClusterStore {
                 messages,
             });
         }
-        let Some(archive) = &self.archive else {
+        let Some(archive) = &self.settings.archive else {
             return Ok(Replay {
                 complete: false,
                 messages,
