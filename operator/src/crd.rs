@@ -5,6 +5,10 @@
 //! server enforces: ranges through schemars, cross-field and immutability
 //! rules as CEL (`x-kubernetes-validations`).
 
+// kube's derive takes one `printcolumn(...)` per column inside `#[kube]`;
+// clippy reads the repeated `type_ = "string"` as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
