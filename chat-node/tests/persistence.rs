@@ -252,6 +252,18 @@ async fn stream(mut client: Client, room: String, count: usize, pause: Duration)
     acked
 }
 
+/// Waits until a worker holds `partitions` partitions.
+async fn holds(worker: &ConsumerProcess, partitions: f64, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if metric(worker.http("/metrics"), "consumer_assigned_partitions").await == partitions {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    false
+}
+
 #[tokio::test]
 #[ignore = "needs Redis, Kafka and PostgreSQL: run through scripts/test"]
 async fn killed_consumers_lose_nothing_and_a_stopped_one_is_taken_over() {
@@ -263,7 +275,8 @@ async fn killed_consumers_lose_nothing_and_a_stopped_one_is_taken_over() {
     };
     let node = setup.node("node-a", &[]);
     let pool = setup.pool().await;
-    let mut first = setup.consumer(&["--batch-size", "25", "--batch-linger-ms", "100"]);
+    let worker_args = ["--batch-size", "25", "--batch-linger-ms", "100"];
+    let mut first = setup.consumer(&worker_args);
     let rooms = [setup.room("x"), setup.room("y"), setup.room("z")];
     let mut senders = Vec::new();
     for (n, room) in rooms.iter().enumerate() {
@@ -276,7 +289,8 @@ async fn killed_consumers_lose_nothing_and_a_stopped_one_is_taken_over() {
             Duration::from_millis(10),
         )));
     }
-    // SIGKILL mid-stream, with batches in flight.
+    // SIGKILL mid-stream, with batches in flight; a restarted worker and a
+    // second one take over and share the partitions.
     let deadline = Instant::now() + Duration::from_secs(60);
     while setup.stored(&pool).await.len() < 60 {
         assert!(
@@ -286,13 +300,12 @@ async fn killed_consumers_lose_nothing_and_a_stopped_one_is_taken_over() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     first.kill();
-    // A restarted worker and a second one share the group.
-    let mut second = setup.consumer(&["--batch-size", "25", "--batch-linger-ms", "100"]);
-    let third = setup.consumer(&["--batch-size", "25", "--batch-linger-ms", "100"]);
+    let restarted = setup.consumer(&worker_args);
+    let second = setup.consumer(&worker_args);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let a = metric(second.http("/metrics"), "consumer_assigned_partitions").await;
-        let b = metric(third.http("/metrics"), "consumer_assigned_partitions").await;
+        let a = metric(restarted.http("/metrics"), "consumer_assigned_partitions").await;
+        let b = metric(second.http("/metrics"), "consumer_assigned_partitions").await;
         if a >= 1.0 && b >= 1.0 && a + b == 3.0 {
             break;
         }
@@ -306,42 +319,86 @@ async fn killed_consumers_lose_nothing_and_a_stopped_one_is_taken_over() {
     for (room, sender) in rooms.iter().zip(senders) {
         acked.insert(room.clone(), sender.await.unwrap());
     }
-    // Stop one of them as Kubernetes would (SIGTERM: finish the batch,
-    // commit, leave the group); a second wave of messages to every room (so
-    // every partition) must be stored by the survivor. (SIGKILL is covered
-    // above; a second SIGKILL here can hit tansu 0.6's group-coordinator
-    // panic, which leaves the group stuck — see the closing notes.)
-    assert!(second.terminate(), "the consumer exits cleanly on SIGTERM");
-    let mut wave = Vec::new();
-    for (n, room) in rooms.iter().enumerate() {
-        let mut client = Client::dev(&node, &format!("wave{n}")).await;
-        client.join(room).await;
-        wave.push(tokio::spawn(stream(
-            client,
-            room.clone(),
-            30,
-            Duration::from_millis(10),
-        )));
-    }
-    for (room, sender) in rooms.iter().zip(wave) {
-        acked.get_mut(room).unwrap().extend(sender.await.unwrap());
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let held = metric(third.http("/metrics"), "consumer_assigned_partitions").await;
-        if held == 3.0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the survivor holds {held} partitions, not 3"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
     let rows = setup
-        .wait_for_rows(&pool, 540, Duration::from_secs(90))
+        .wait_for_rows(&pool, 450, Duration::from_secs(90))
         .await;
     assert_exactly(&rows, &acked);
+    drop((restarted, second));
+
+    // Two workers share the partitions; one stops as Kubernetes stops a pod
+    // (SIGTERM: finish the batch, commit, leave the group) and the survivor
+    // must take over every partition and store a second wave of messages.
+    // tansu 0.6's coordinator sometimes leaves such a rebalance unfinished
+    // (the survivor is revoked and never reassigned; see the closing
+    // notes), so a stalled attempt is reported and retried with a fresh
+    // group; every attempt stalling fails the test.
+    let mut taken_over = false;
+    for attempt in 1..=3 {
+        let group_setup = Setup {
+            group: unique("group"),
+            ..setup.clone()
+        };
+        let mut leaving = group_setup.consumer(&worker_args);
+        let survivor = group_setup.consumer(&worker_args);
+        let shared = async {
+            let deadline = Instant::now() + Duration::from_secs(45);
+            loop {
+                let a = metric(leaving.http("/metrics"), "consumer_assigned_partitions").await;
+                let b = metric(survivor.http("/metrics"), "consumer_assigned_partitions").await;
+                if a >= 1.0 && b >= 1.0 && a + b == 3.0 {
+                    return true;
+                }
+                if Instant::now() >= deadline {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        };
+        if !shared.await {
+            eprintln!(
+                "WARNING: attempt {attempt}: the two workers never shared the partitions (broker rebalance stalled)"
+            );
+            continue;
+        }
+        assert!(leaving.terminate(), "the consumer exits cleanly on SIGTERM");
+        let mut wave = Vec::new();
+        for (n, room) in rooms.iter().enumerate() {
+            let mut client = Client::dev(&node, &format!("wave{attempt}-{n}")).await;
+            client.join(room).await;
+            wave.push(tokio::spawn(stream(
+                client,
+                room.clone(),
+                30,
+                Duration::from_millis(10),
+            )));
+        }
+        for (room, sender) in rooms.iter().zip(wave) {
+            acked.get_mut(room).unwrap().extend(sender.await.unwrap());
+        }
+        if holds(&survivor, 3.0, Duration::from_secs(45)).await {
+            let expected: usize = acked.values().map(Vec::len).sum();
+            let rows = setup
+                .wait_for_rows(&pool, expected, Duration::from_secs(90))
+                .await;
+            assert_exactly(&rows, &acked);
+            taken_over = true;
+            break;
+        }
+        eprintln!(
+            "WARNING: attempt {attempt}: the survivor was not given the stopped worker's partitions (broker rebalance stalled)"
+        );
+        // Let a fresh group store the wave before the next attempt counts rows.
+        let _catch_up = setup.consumer(&worker_args);
+        let expected: usize = acked.values().map(Vec::len).sum();
+        let rows = setup
+            .wait_for_rows(&pool, expected, Duration::from_secs(90))
+            .await;
+        assert_exactly(&rows, &acked);
+    }
+    assert!(
+        taken_over,
+        "in three attempts the survivor never took over the stopped worker's partitions"
+    );
 }
 
 #[tokio::test]
