@@ -154,7 +154,7 @@ pub struct Config {
     pub kafka_topic: String,
 
     /// Extra librdkafka setting KEY=VALUE (e.g. security.protocol=SASL_SSL); repeatable, comma separated in the env var.
-    #[arg(long = "kafka-option", env = "KAFKA_OPTIONS", value_delimiter = ',', value_parser = parse_key_value, help_heading = "Cluster mode")]
+    #[arg(long = "kafka-option", env = "KAFKA_OPTIONS", value_delimiter = ',', value_parser = realchat_protocol::kafka::parse_option, help_heading = "Cluster mode")]
     pub kafka_options: Vec<(String, String)>,
 
     /// Milliseconds to wait for Kafka to acknowledge a message before the send fails.
@@ -183,15 +183,6 @@ pub struct Config {
     /// Seconds to drain on SIGTERM before exiting.
     #[arg(long, env = "DRAIN_TIMEOUT_SECS", default_value_t = 25)]
     pub drain_timeout_secs: u64,
-}
-
-fn parse_key_value(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((key, value)) if !key.trim().is_empty() => {
-            Ok((key.trim().to_owned(), value.to_owned()))
-        }
-        _ => Err(format!("expected KEY=VALUE, got `{text}`")),
-    }
 }
 
 impl Config {

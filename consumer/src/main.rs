@@ -63,7 +63,7 @@ struct RunArgs {
     )]
     dead_letter_topic: String,
     /// Extra librdkafka setting KEY=VALUE (SASL, TLS, tuning); repeatable, comma separated in the env var.
-    #[arg(long = "kafka-option", env = "KAFKA_OPTIONS", value_delimiter = ',', value_parser = parse_key_value)]
+    #[arg(long = "kafka-option", env = "KAFKA_OPTIONS", value_delimiter = ',', value_parser = realchat_protocol::kafka::parse_option)]
     kafka_options: Vec<(String, String)>,
     /// Milliseconds without heartbeats after which a worker is dropped from the group.
     #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 10000)]
@@ -86,15 +86,6 @@ struct RunArgs {
     /// Address of the /healthz, /readyz and /metrics endpoints.
     #[arg(long, env = "LISTEN", default_value = "0.0.0.0:9090")]
     listen: String,
-}
-
-fn parse_key_value(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((key, value)) if !key.trim().is_empty() => {
-            Ok((key.trim().to_owned(), value.to_owned()))
-        }
-        _ => Err(format!("expected KEY=VALUE, got `{text}`")),
-    }
 }
 
 #[tokio::main]

@@ -6,12 +6,14 @@
 //! * [`frames`]: the JSON text frames exchanged over the `/ws` WebSocket
 //!   (documented, versioned, in `docs/protocol.md`);
 //! * [`record`]: the durable message record written to Kafka by chat nodes
-//!   and read by consumers.
+//!   and read by consumers (and [`kafka`]: how both take extra Kafka
+//!   settings).
 //!
 //! [`limits`] holds the validation rules (room names, body and frame sizes)
 //! so that the server and tools reject the same inputs with the same errors.
 
 pub mod frames;
+pub mod kafka;
 pub mod limits;
 pub mod record;
 

@@ -258,16 +258,22 @@ fn is_root() -> bool {
 
 /// Runs a PostgreSQL tool, as the `postgres` user when we are root
 /// (PostgreSQL refuses to run as root).
-fn pg_tool(tool: &str, args: &[&str]) {
+/// A PostgreSQL tool, run as the `postgres` user when we are root
+/// (PostgreSQL refuses to run as root).
+fn pg_command(tool: &str) -> Command {
     let program = format!("/usr/lib/postgresql/15/bin/{tool}");
-    let mut command = if is_root() {
+    if is_root() {
         let mut command = Command::new("runuser");
         command.args(["-u", "postgres", "--", &program]);
         command
     } else {
         Command::new(&program)
-    };
-    let status = command
+    }
+}
+
+/// Runs a PostgreSQL tool and insists that it succeeds.
+fn pg_tool(tool: &str, args: &[&str]) {
+    let status = pg_command(tool)
         .args(args)
         .stdout(Stdio::null())
         .status()
@@ -373,22 +379,15 @@ impl PrivatePostgres {
 impl Drop for PrivatePostgres {
     fn drop(&mut self) {
         let data = self.dir.join("data");
-        let program = "/usr/lib/postgresql/15/bin/pg_ctl";
-        let args = [
+        let stop = [
             "-D",
             data.to_str().unwrap_or_default(),
             "-m",
             "immediate",
             "stop",
         ];
-        let _ = if is_root() {
-            Command::new("runuser")
-                .args(["-u", "postgres", "--", program])
-                .args(args)
-                .output()
-        } else {
-            Command::new(program).args(args).output()
-        };
+        // Best effort: the server may already be stopped.
+        let _ = pg_command("pg_ctl").args(stop).output();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
